@@ -1,0 +1,120 @@
+//! SPEC §2, the product catalogue: a public list and detail, and admin create.
+
+use commerce::page::{split_page, Cursor, Limit};
+use commerce::product::NewProduct;
+use commerce::ErrorCode;
+use edge::input::{json_body, query_param};
+use edge::pg::{column, Db};
+use edge::router::{dispatch, get, post, Params};
+use edge::{auth, respond, ApiResult, Problem};
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::pg4::{ParameterValue, Row};
+
+/// List defaults: `?limit=` 1–100, 20 when absent.
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+/// `stock` in answers is what can still be ordered: stock not held by pending orders.
+const LIST_PRODUCTS: &str = "SELECT id, name, price, stock - reserved AS available
+     FROM products WHERE id > $1 ORDER BY id LIMIT $2";
+const GET_PRODUCT: &str = "SELECT id, name, price, stock - reserved AS available FROM products WHERE id = $1";
+/// A new product starts with nothing reserved and remembers its initial stock (stock invariant).
+const INSERT_PRODUCT: &str = "INSERT INTO products (name, price, stock, initial_stock) VALUES ($1, $2, $3, $3)
+     RETURNING id, name, price, stock - reserved AS available";
+
+#[http_component]
+fn handle(req: Request) -> Response {
+    dispatch(
+        req,
+        &[
+            get("/api/v1/products", list_products),
+            get("/api/v1/products/{id}", get_product),
+            post("/api/v1/admin/products", create_product),
+        ],
+    )
+}
+
+#[derive(Serialize)]
+struct Product {
+    id: i64,
+    name: String,
+    price: i64,
+    stock: i64,
+}
+
+impl Product {
+    fn from_row(row: &Row<'_>) -> Result<Product, Problem> {
+        Ok(Product {
+            id: column(row, "id")?,
+            name: column(row, "name")?,
+            price: column(row, "price")?,
+            stock: column(row, "available")?,
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+fn list_products(req: &Request, _: &Params) -> ApiResult {
+    let limit = Limit::parse(query_param(req, "limit")?.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let cursor = Cursor::parse(query_param(req, "cursor")?.as_deref())?;
+    let after = cursor.map_or(0, |c| c.after_id);
+    let db = Db::connect()?;
+    let rows = db.query(
+        LIST_PRODUCTS,
+        &[ParameterValue::Int64(after), ParameterValue::Int64(i64::from(limit.get()) + 1)],
+    )?;
+    let products = rows.rows().map(|row| Product::from_row(&row)).collect::<Result<Vec<_>, _>>()?;
+    let (items, next_cursor) = split_page(products, limit, |p| p.id);
+    Ok(respond::ok(&Page { items, next_cursor }))
+}
+
+fn get_product(_: &Request, params: &Params) -> ApiResult {
+    let id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
+    let db = Db::connect()?;
+    let rows = db.query(GET_PRODUCT, &[ParameterValue::Int64(id)])?;
+    let product = rows.rows().next().map(|row| Product::from_row(&row)).transpose()?;
+    match product {
+        Some(product) => Ok(respond::ok(&product)),
+        None => Err(Problem::new(ErrorCode::ProductNotFound, format!("no product with id {id}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateProduct {
+    name: String,
+    price: i64,
+    stock: i64,
+}
+
+fn create_product(req: &Request, _: &Params) -> ApiResult {
+    auth::authenticate_admin(req)?;
+    let body: CreateProduct = json_body(req)?;
+    let product = NewProduct::new(body.name, body.price, body.stock)?;
+    let db = Db::connect()?;
+    let rows = db.query(
+        INSERT_PRODUCT,
+        &[
+            ParameterValue::Str(product.name),
+            ParameterValue::Int64(product.price),
+            ParameterValue::Int64(product.stock),
+        ],
+    )?;
+    let created = rows
+        .rows()
+        .next()
+        .map(|row| Product::from_row(&row))
+        .transpose()?
+        .ok_or_else(|| Problem::unavailable("the insert returned no row"))?;
+    let mut response = respond::json(201, &created);
+    response.set_header("location", format!("/api/v1/products/{}", created.id));
+    Ok(response)
+}

@@ -1,0 +1,14 @@
+//! The commerce domain: typed values, business rules and the stable error codes
+//! of the API contract (`SPEC.md`).
+//!
+//! This crate knows nothing of Spin, HTTP bodies or storage. Components parse a
+//! request into the values defined here, ask these rules for a decision, and
+//! only then talk to Postgres or Redis. Every rule is written once, here, and
+//! tested natively (`cargo test -p commerce`).
+
+pub mod error;
+pub mod ids;
+pub mod page;
+pub mod product;
+
+pub use error::{ErrorCode, Rejection};

@@ -1,0 +1,97 @@
+//! Untrusted input into typed values. Every failure is `400 INVALID_REQUEST`
+//! whose detail names the offending field.
+
+use crate::Problem;
+use serde::de::DeserializeOwned;
+use spin_sdk::http::Request;
+
+/// Parse a JSON body into `T`. Request types use `#[serde(deny_unknown_fields)]`
+/// so a misspelt field is an error instead of a silently ignored value.
+pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
+    parse_json(req.body())
+}
+
+/// The pure part of [`json_body`], testable natively.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    if body.is_empty() {
+        return Err(Problem::invalid("body", "a JSON object is required"));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        Problem::invalid(&field, strip_position(&err.inner().to_string()))
+    })?;
+    deserializer
+        .end()
+        .map_err(|_| Problem::invalid("body", "trailing characters after the JSON value"))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line 1 column 17"; the field name says more.
+fn strip_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at) => &message[..at],
+        None => message,
+    }
+}
+
+/// The decoded value of query parameter `name`, if present. A parameter given
+/// twice is ambiguous and rejected.
+pub fn query_param(req: &Request, name: &str) -> Result<Option<String>, Problem> {
+    parse_query_param(req.query(), name)
+}
+
+/// The pure part of [`query_param`].
+pub fn parse_query_param(query: &str, name: &str) -> Result<Option<String>, Problem> {
+    let mut found = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key == name {
+            if found.is_some() {
+                return Err(Problem::invalid(name, "must be given at most once"));
+            }
+            found = Some(value.into_owned());
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commerce::ErrorCode;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Charge {
+        #[allow(dead_code)]
+        amount: i64,
+    }
+
+    fn detail_of(body: &str) -> String {
+        let problem = parse_json::<Charge>(body.as_bytes()).unwrap_err();
+        assert_eq!(problem.code, ErrorCode::InvalidRequest);
+        problem.detail
+    }
+
+    #[test]
+    fn names_the_field_for_every_kind_of_bad_body() {
+        assert!(detail_of(r#"{"amount": 1.5}"#).starts_with("amount:"));
+        assert!(detail_of(r#"{"amount": "10"}"#).starts_with("amount:"));
+        assert!(detail_of(r#"{"amount": 99999999999999999999}"#).starts_with("amount:"));
+        assert!(detail_of(r#"{}"#).contains("amount"));
+        assert!(detail_of(r#"{"amount": 1, "extra": 2}"#).contains("extra"));
+        assert!(detail_of(r#"{"amount": 1} x"#).starts_with("body:"));
+        assert!(detail_of("").starts_with("body:"));
+        assert!(detail_of("[").starts_with("body:"));
+        assert!(!detail_of(r#"{"amount": 1.5}"#).contains("line"));
+    }
+
+    #[test]
+    fn query_params_decode_and_reject_repeats() {
+        assert_eq!(parse_query_param("limit=5&cursor=a%3D", "cursor").unwrap().as_deref(), Some("a="));
+        assert_eq!(parse_query_param("", "limit").unwrap(), None);
+        assert!(parse_query_param("limit=1&limit=2", "limit").is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! What every component shares, and nothing scenario-specific.
+//!
+//! A component handler reads like *parse → rule → SQL/Lua → respond*; this crate
+//! supplies the parse, store and respond parts over `spin-sdk`:
+//!
+//! - [`router`]: a route table per component, `404`/`405` answers;
+//! - [`problem`]: RFC 9457 `application/problem+json` errors with stable codes;
+//! - [`input`]: JSON bodies and query strings into typed values (`400` naming the field);
+//! - [`auth`]: HS256 JWT bearer tokens per the spec's conventions;
+//! - [`config`]: Spin variables;
+//! - [`pg`] and [`redis`]: opening the stores and mapping their failures to `503`.
+
+pub mod auth;
+pub mod config;
+pub mod input;
+pub mod pg;
+pub mod problem;
+pub mod redis;
+pub mod respond;
+pub mod router;
+
+pub use problem::Problem;
+
+/// What a handler returns: a response, or a problem to answer with.
+pub type ApiResult = Result<spin_sdk::http::Response, Problem>;

@@ -1,0 +1,72 @@
+//! Postgres through `spin:postgres/postgres@4.0.0`.
+//!
+//! Spin cannot read `timestamptz` columns (its driver decodes them as
+//! zone-less date-times), so every query reads times as
+//! `col AT TIME ZONE 'UTC'` and [`utc`] turns the value back into UTC.
+
+use crate::config::variable;
+use crate::Problem;
+use spin_sdk::pg4::{Connection, Decode, ParameterValue, PgError, QueryError, Row, RowSet};
+
+/// An open connection to the app's database.
+pub struct Db(Connection);
+
+/// A failed statement: kept apart from [`Problem`] so a caller can react to a
+/// constraint it relies on (by SQLSTATE) before it becomes a `503`.
+#[derive(Debug)]
+pub struct DbError(pub PgError);
+
+impl DbError {
+    /// The SQLSTATE Postgres reported, if the statement reached it.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match &self.0 {
+            PgError::QueryFailed(QueryError::DbError(db)) => Some(db.code.as_str()),
+            _ => None,
+        }
+    }
+}
+
+impl From<DbError> for Problem {
+    fn from(error: DbError) -> Problem {
+        Problem::unavailable(format!("the database failed ({})", short(&error.0)))
+    }
+}
+
+/// A one-line reason without connection strings or statement text.
+fn short(error: &PgError) -> String {
+    match error {
+        PgError::ConnectionFailed(_) => "connection failed".into(),
+        PgError::QueryFailed(QueryError::DbError(db)) => format!("SQLSTATE {}", db.code),
+        PgError::QueryFailed(QueryError::Text(_)) => "query failed".into(),
+        PgError::BadParameter(_) | PgError::ValueConversionFailed(_) => "bad parameter".into(),
+        PgError::Other(_) => "unexpected error".into(),
+    }
+}
+
+impl Db {
+    /// Open the database named by the `pg_url` variable.
+    pub fn connect() -> Result<Db, Problem> {
+        let url = variable("pg_url")?;
+        Connection::open(&url).map(Db).map_err(|e| Problem::from(DbError(e)))
+    }
+
+    pub fn query(&self, sql: &str, params: &[ParameterValue]) -> Result<RowSet, DbError> {
+        self.0.query(sql, params).map_err(DbError)
+    }
+
+    pub fn execute(&self, sql: &str, params: &[ParameterValue]) -> Result<u64, DbError> {
+        self.0.execute(sql, params).map_err(DbError)
+    }
+}
+
+/// Read a column a query is known to return; a mismatch is a bug surfaced as `503`.
+pub fn column<T: Decode>(row: &Row<'_>, name: &str) -> Result<T, Problem> {
+    row.get::<T>(name)
+        .ok_or_else(|| Problem::unavailable(format!("unexpected value in column {name}")))
+}
+
+/// A UTC time read as `col AT TIME ZONE 'UTC'`, in RFC 3339.
+pub fn utc(row: &Row<'_>, name: &str) -> Result<String, Problem> {
+    let naive: chrono::NaiveDateTime = column(row, name)?;
+    Ok(naive.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}

@@ -1,0 +1,266 @@
+//! The HTTP trigger: Spin's routing, its `spin-*` request headers, a fresh
+//! instance per request, and Spin's answers when nothing matches (`404`,
+//! empty body) or a component fails (`500`, empty body).
+
+use crate::manifest::{App, HttpRoute};
+use crate::routes::{Route, RouteMatch, Router};
+use crate::runtime::{LoadedComponent, Runtime};
+use crate::state::InstanceState;
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiHttpView;
+
+/// What a route leads to: the component and its wasi-http entry point.
+struct Target {
+    component: Arc<LoadedComponent>,
+    proxy: ProxyPre<InstanceState>,
+}
+
+pub struct HttpTrigger {
+    router: Router<Arc<Target>>,
+    app_name: String,
+    app_version: Option<String>,
+}
+
+type Response = hyper::Response<HyperOutgoingBody>;
+
+fn empty(status: u16) -> Response {
+    text(status, "")
+}
+
+fn text(status: u16, body: &'static str) -> Response {
+    let body = Full::new(Bytes::from_static(body.as_bytes())).map_err(|never| match never {}).boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = hyper::StatusCode::from_u16(status).expect("valid status");
+    response
+}
+
+impl HttpTrigger {
+    pub fn new(app: &App, runtime: &Runtime) -> Result<HttpTrigger> {
+        let mut targets: HashMap<&str, Arc<Target>> = HashMap::new();
+        let mut routes = Vec::new();
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for trigger in &app.manifest.trigger.http {
+            let HttpRoute::Path(raw) = &trigger.route else {
+                continue; // private: reachable only by service chaining, which this host does not offer
+            };
+            let target = match targets.get(trigger.component.as_str()) {
+                Some(target) => target.clone(),
+                None => {
+                    let component = runtime.components[&trigger.component].clone();
+                    let proxy = ProxyPre::new(component.pre.clone())
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))
+                        .with_context(|| format!("component {:?} does not export wasi:http/incoming-handler", trigger.component))?;
+                    let target = Arc::new(Target { component, proxy });
+                    targets.insert(&trigger.component, target.clone());
+                    target
+                }
+            };
+            // Spin keeps the last of two identical route strings and says so.
+            if let Some(previous) = seen.insert(raw, &trigger.component) {
+                tracing::error!(
+                    "The following component routes are duplicates and will never be used:\n  {previous}: {raw} (duplicate of {})",
+                    trigger.component
+                );
+                routes.retain(|r: &Route<Arc<Target>>| r.raw != *raw);
+            }
+            routes.push(Route::new(raw, target));
+        }
+        Ok(HttpTrigger {
+            router: Router::new(routes),
+            app_name: app.manifest.application.name.clone(),
+            app_version: app.manifest.application.version.clone(),
+        })
+    }
+
+    /// Serve until `shutdown` resolves, then finish in-flight requests.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, client) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let trigger = self.clone();
+                    let service = hyper::service::service_fn(move |req| {
+                        let trigger = trigger.clone();
+                        async move { Ok::<_, std::convert::Infallible>(trigger.handle(req, client).await) }
+                    });
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!("connection from {client}: {e}");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: finishing in-flight requests");
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(std::time::Duration::from_secs(30)) => tracing::warn!("gave up waiting for in-flight requests"),
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, req: hyper::Request<Incoming>, client: SocketAddr) -> Response {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let (response, component) = match self.route(req, client).await {
+            Ok(pair) => pair,
+            Err((e, component)) => {
+                tracing::error!("Error processing request: {e:?}");
+                (empty(500), component)
+            }
+        };
+        tracing::info!(
+            target: "edge_host::request",
+            "{method} {path} {} {} {:.1}ms",
+            response.status().as_u16(),
+            component.as_deref().unwrap_or("-"),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        response
+    }
+
+    async fn route(
+        &self,
+        req: hyper::Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<(Response, Option<String>), (anyhow::Error, Option<String>)> {
+        let path = req.uri().path().to_owned();
+        if let Some(reserved) = path.strip_prefix("/.well-known/spin/") {
+            return Ok((self.well_known(reserved), None));
+        }
+        let Some(matched) = self.router.route(&path) else {
+            return Ok((empty(404), None));
+        };
+        let component_id = matched.route.target.component.context.id.clone();
+        let target = matched.route.target.clone();
+        let req = prepare_request(req, &matched, client).map_err(|e| (e, Some(component_id.clone())))?;
+        drop(matched);
+        match invoke(&target, req).await {
+            Ok(response) => Ok((response, Some(component_id))),
+            Err(e) => Err((e, Some(component_id))),
+        }
+    }
+
+    fn well_known(&self, reserved: &str) -> Response {
+        match reserved {
+            "health" => text(200, "OK"),
+            "info" => {
+                let info = serde_json::json!({
+                    "name": self.app_name,
+                    "version": self.app_version,
+                    "host": "edge-host",
+                });
+                let body = Full::new(Bytes::from(info.to_string())).map_err(|never| match never {}).boxed_unsync();
+                let mut response = hyper::Response::new(body);
+                response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                response
+            }
+            _ => empty(404),
+        }
+    }
+}
+
+/// Rewrite the request as Spin hands it to a guest: absolute URI from the
+/// `Host` header, no `Connection` header, and the `spin-*` headers appended.
+fn prepare_request(
+    req: hyper::Request<Incoming>,
+    matched: &RouteMatch<'_, Arc<Target>>,
+    client: SocketAddr,
+) -> Result<hyper::Request<Incoming>> {
+    let (mut parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".to_owned());
+    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    parts.uri = hyper::Uri::builder()
+        .scheme("http")
+        .authority(host.as_str())
+        .path_and_query(path_and_query.as_str())
+        .build()
+        .context("cannot build the request URI")?;
+    parts.headers.remove(hyper::header::CONNECTION);
+
+    let route = matched.route;
+    let mut spin_headers = vec![
+        ("spin-full-url", format!("http://{host}{path_and_query}")),
+        ("spin-path-info", matched.path_info.clone()),
+        ("spin-matched-route", route.based.clone()),
+        ("spin-base-path", "/".to_owned()),
+        ("spin-raw-component-route", route.raw.clone()),
+        ("spin-component-route", route.component_route().to_owned()),
+        ("spin-client-addr", client.to_string()),
+    ];
+    let param_headers: Vec<(String, String)> = matched
+        .params
+        .iter()
+        .map(|(name, value)| (format!("spin-path-match-{}", name.to_ascii_lowercase().replace('_', "-")), value.clone()))
+        .collect();
+    for (name, value) in spin_headers.drain(..) {
+        parts.headers.append(name, HeaderValue::from_str(&value).context("header value")?);
+    }
+    for (name, value) in param_headers {
+        parts.headers.append(HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(&value)?);
+    }
+    Ok(hyper::Request::from_parts(parts, body))
+}
+
+/// Run the component's `wasi:http/incoming-handler` on a fresh instance.
+async fn invoke(target: &Target, req: hyper::Request<Incoming>) -> Result<Response> {
+    let mut store = target.component.new_store();
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let incoming = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let outparam = store
+        .data_mut()
+        .http()
+        .new_response_outparam(sender)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let proxy_pre = target.proxy.clone();
+    // The guest may keep writing the body after it has sent the head, so it
+    // runs in its own task.
+    let task = tokio::spawn(async move {
+        let proxy = proxy_pre.instantiate_async(&mut store).await?;
+        proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, outparam).await
+    });
+    match receiver.await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(code)) => anyhow::bail!("guest answered with an error: {code:?}"),
+        Err(_) => match task.await {
+            Ok(Ok(())) => anyhow::bail!("guest failed to produce a response prior to returning"),
+            Ok(Err(e)) => Err(anyhow::anyhow!("{e:?}").context("guest invocation failed")),
+            Err(e) => Err(anyhow::Error::from(e).context("guest task failed")),
+        },
+    }
+}

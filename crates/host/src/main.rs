@@ -1,0 +1,126 @@
+//! `edge-host`: run the app, apply migrations, mint development tokens.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use edge_host::manifest::App;
+use edge_host::runtime::{default_cache_dir, Runtime};
+use edge_host::variables::Resolver;
+use edge_host::{cron_trigger, http_trigger, migrate, token};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "edge-host", version, about = "A Spin-compatible local host for this app")]
+struct Cli {
+    /// The application manifest.
+    #[arg(long, short = 'f', global = true, default_value = "spin.toml")]
+    manifest: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the app's HTTP routes and run its cron triggers (like `spin up`).
+    Up {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: String,
+        /// Where compiled components are cached between runs.
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Apply the migrations in `migrations/` next to the manifest.
+    Migrate {
+        /// Database URL; defaults to the app's `pg_url` variable.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Also load the demo data (`demo/demo-data.sql`).
+        #[arg(long)]
+        demo_data: bool,
+    },
+    /// Mint a development JWT signed with the app's `jwt_secret`.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: i64,
+        /// `admin` for admin routes.
+        #[arg(long)]
+        role: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDGE_HOST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let app = App::load(&cli.manifest)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up { listen, cache_dir } => up(app, &listen, cache_dir).await,
+            Command::Migrate { database_url, demo_data } => {
+                let url = match database_url {
+                    Some(url) => url,
+                    None => Resolver::from_env(&app.manifest)?.render("{{ pg_url }}")?,
+                };
+                let demo = demo_data.then(|| app.dir.join("demo").join("demo-data.sql"));
+                migrate::migrate(&url, &app.dir.join("migrations"), demo.as_deref()).await
+            }
+            Command::Token { sub, role, ttl } => {
+                let resolver = Resolver::from_env(&app.manifest)?;
+                let secret = resolver.render("{{ jwt_secret }}")?;
+                let issuer = resolver.render("{{ jwt_issuer }}").ok();
+                let audience = resolver.render("{{ jwt_audience }}").ok();
+                let jwt = token::mint(&token::TokenRequest {
+                    sub,
+                    role: role.as_deref(),
+                    ttl_seconds: ttl,
+                    secret: &secret,
+                    issuer: issuer.as_deref(),
+                    audience: audience.as_deref(),
+                })?;
+                println!("{jwt}");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn up(app: App, listen: &str, cache_dir: Option<PathBuf>) -> Result<()> {
+    let resolver = Resolver::from_env(&app.manifest)?;
+    let cache_dir = cache_dir.unwrap_or_else(|| default_cache_dir(&app));
+    let runtime = Runtime::load(&app, &resolver, &cache_dir)?;
+    let trigger = Arc::new(http_trigger::HttpTrigger::new(&app, &runtime)?);
+    let cron_tasks: Vec<_> = cron_trigger::jobs(&app, &runtime)?
+        .into_iter()
+        .map(|job| tokio::spawn(job.run()))
+        .collect();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    // Tests and scripts read this line to learn the port.
+    println!("Serving http://{}", listener.local_addr()?);
+    trigger.serve(listener, shutdown_signal()).await?;
+    for task in cron_tasks {
+        task.abort();
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,342 @@
+//! `spin:postgres/postgres@4.0.0` on tokio-postgres, as Spin implements it.
+//!
+//! - One deadpool pool per address per component (64 connections, recycled
+//!   with a session clean-up); a pooled connection is held for the life of the
+//!   guest's `connection` resource, so statements on one resource share a
+//!   session.
+//! - Values convert exactly as in Spin, including its limits: `timestamp` and
+//!   `timestamptz` both decode as a zone-less date-time, which Postgres' driver
+//!   only accepts for `timestamp` — reading a `timestamptz` column fails as it
+//!   does on Spin, so components read `col AT TIME ZONE 'UTC'`. Parameters are
+//!   not coerced: an `int64` binds only to `int8`.
+//! - Errors carry Spin's shapes: `query-failed(db-error)` with the SQLSTATE,
+//!   `query-failed(text)` for driver errors, `connection-failed` for opening.
+//! - TLS is not implemented: `sslmode=require` is refused at `open`.
+
+use crate::bindings::spin::spin::postgres::postgres::{
+    Column, DbDataType, DbError, DbValue, Error, Host, HostConnection, ParameterValue, QueryError, RowSet,
+};
+use crate::state::InstanceState;
+use anyhow::Context as _;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
+use tokio_postgres::Row;
+use wasmtime::component::Resource;
+
+/// Connections per pool, as in Spin.
+const POOL_SIZE: usize = 64;
+
+/// A guest's open connection: a pooled client, returned to its pool on drop.
+pub struct PgConnection {
+    client: deadpool_postgres::Object,
+}
+
+/// The pools of one component, by address.
+#[derive(Debug, Default)]
+pub struct PgPools(Mutex<HashMap<String, Pool>>);
+
+impl PgPools {
+    fn pool_for(&self, address: &str, config: tokio_postgres::Config) -> Pool {
+        let mut pools = self.0.lock().expect("pool map lock poisoned");
+        pools
+            .entry(address.to_owned())
+            .or_insert_with(|| {
+                let manager = Manager::from_config(
+                    config,
+                    tokio_postgres::NoTls,
+                    ManagerConfig { recycling_method: RecyclingMethod::Clean },
+                );
+                Pool::builder(manager)
+                    .max_size(POOL_SIZE)
+                    .runtime(deadpool_postgres::Runtime::Tokio1)
+                    .build()
+                    .expect("a pool with a runtime always builds")
+            })
+            .clone()
+    }
+}
+
+impl InstanceState {
+    async fn open_pg(&mut self, address: &str) -> Result<PgConnection, Error> {
+        let config: tokio_postgres::Config = address
+            .parse()
+            .map_err(|e: tokio_postgres::Error| Error::ConnectionFailed(e.to_string()))?;
+        let ports = config.get_ports();
+        for (i, host) in config.get_hosts().iter().enumerate() {
+            let tokio_postgres::config::Host::Tcp(host) = host else {
+                return Err(Error::ConnectionFailed("Unix sockets are not supported on WebAssembly".into()));
+            };
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            if !self.component.allowed_hosts.allows("postgres", host, port) {
+                let shown = match ports.get(i).or(ports.first()) {
+                    Some(port) => format!("postgres://{host}:{port}"),
+                    None => format!("postgres://{host}"),
+                };
+                crate::outbound::report_denied(&self.component.id, &shown);
+                return Err(Error::ConnectionFailed(format!("address {shown} is not permitted")));
+            }
+        }
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(Error::ConnectionFailed("sslmode=require: TLS is not supported by this local host".into()));
+        }
+        let pool = self.component.pg_pools.pool_for(address, config);
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| Error::ConnectionFailed(format!("{:?}", anyhow::Error::from(e))))?;
+        Ok(PgConnection { client })
+    }
+}
+
+impl Host for InstanceState {}
+
+impl HostConnection for InstanceState {
+    async fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<PgConnection>, Error>> {
+        Ok(match self.open_pg(&address).await {
+            Ok(connection) => Ok(self.table.push(connection)?),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn query(
+        &mut self,
+        connection: Resource<PgConnection>,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<RowSet, Error>> {
+        let client = &self.table.get(&connection)?.client;
+        let params = match to_sql_parameters(&params) {
+            Ok(params) => params,
+            Err(e) => return Ok(Err(Error::BadParameter(format!("{e:?}")))),
+        };
+        let rows = match client.query(&statement, &as_refs(&params)).await {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Err(query_failed(e))),
+        };
+        // Like Spin, columns are described from the first row: an empty result has none.
+        let columns = rows.first().map(infer_columns).unwrap_or_default();
+        let converted = rows
+            .iter()
+            .map(convert_row)
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(|e| Error::QueryFailed(QueryError::Text(format!("{e:?}"))));
+        Ok(converted.map(|rows| RowSet { columns, rows }))
+    }
+
+    async fn execute(
+        &mut self,
+        connection: Resource<PgConnection>,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let client = &self.table.get(&connection)?.client;
+        let params = match to_sql_parameters(&params) {
+            Ok(params) => params,
+            Err(e) => return Ok(Err(Error::ValueConversionFailed(format!("{e:?}")))),
+        };
+        Ok(client.execute(&statement, &as_refs(&params)).await.map_err(query_failed))
+    }
+
+    async fn drop(&mut self, connection: Resource<PgConnection>) -> wasmtime::Result<()> {
+        self.table.delete(connection)?;
+        Ok(())
+    }
+}
+
+fn query_failed(e: tokio_postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else {
+        return Error::QueryFailed(QueryError::Text(format!("{e:?}")));
+    };
+    let optional = [
+        ("column", db.column().map(str::to_owned)),
+        ("constraint", db.constraint().map(str::to_owned)),
+        ("routine", db.routine().map(str::to_owned)),
+        ("hint", db.hint().map(str::to_owned)),
+        ("table", db.table().map(str::to_owned)),
+        ("datatype", db.datatype().map(str::to_owned)),
+        ("schema", db.schema().map(str::to_owned)),
+        ("file", db.file().map(str::to_owned)),
+        ("line", db.line().map(|l| l.to_string())),
+        ("where_", db.where_().map(str::to_owned)),
+    ];
+    Error::QueryFailed(QueryError::DbError(DbError {
+        as_text: format!("{e:?}"),
+        severity: db.severity().to_owned(),
+        code: db.code().code().to_owned(),
+        message: db.message().to_owned(),
+        detail: db.detail().map(str::to_owned),
+        extras: optional
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name.to_owned(), v)))
+            .collect(),
+    }))
+}
+
+fn as_refs(params: &[Box<dyn ToSql + Send + Sync>]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
+fn infer_columns(row: &Row) -> Vec<Column> {
+    row.columns()
+        .iter()
+        .map(|column| Column { name: column.name().to_owned(), data_type: data_type(column.type_()) })
+        .collect()
+}
+
+fn data_type(ty: &Type) -> DbDataType {
+    match *ty {
+        Type::BOOL => DbDataType::Boolean,
+        Type::CHAR => DbDataType::Int8,
+        Type::INT2 => DbDataType::Int16,
+        Type::INT4 => DbDataType::Int32,
+        Type::INT8 => DbDataType::Int64,
+        Type::FLOAT4 => DbDataType::Floating32,
+        Type::FLOAT8 => DbDataType::Floating64,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR => DbDataType::Str,
+        Type::BYTEA => DbDataType::Binary,
+        Type::DATE => DbDataType::Date,
+        Type::TIME => DbDataType::Time,
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => DbDataType::Datetime,
+        Type::UUID => DbDataType::Uuid,
+        Type::JSONB => DbDataType::Jsonb,
+        Type::NUMERIC => DbDataType::Decimal,
+        Type::INT4_ARRAY => DbDataType::ArrayInt32,
+        Type::INT8_ARRAY => DbDataType::ArrayInt64,
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => DbDataType::ArrayStr,
+        ref other => DbDataType::Other(other.name().to_owned()),
+    }
+}
+
+fn convert_row(row: &Row) -> anyhow::Result<Vec<DbValue>> {
+    (0..row.len()).map(|i| convert_value(row, i)).collect()
+}
+
+/// Read column `i` as `T`, mapping NULL to `db-null`.
+fn read<'a, T: FromSql<'a>>(row: &'a Row, i: usize, wrap: impl FnOnce(T) -> DbValue) -> anyhow::Result<DbValue> {
+    let value: Option<T> = row.try_get(i)?;
+    Ok(value.map(wrap).unwrap_or(DbValue::DbNull))
+}
+
+fn convert_value(row: &Row, i: usize) -> anyhow::Result<DbValue> {
+    use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+    match *row.columns()[i].type_() {
+        Type::BOOL => read(row, i, DbValue::Boolean),
+        Type::INT2 => read(row, i, DbValue::Int16),
+        Type::INT4 => read(row, i, DbValue::Int32),
+        Type::INT8 => read(row, i, DbValue::Int64),
+        Type::FLOAT4 => read(row, i, DbValue::Floating32),
+        Type::FLOAT8 => read(row, i, DbValue::Floating64),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR => read(row, i, DbValue::Str),
+        Type::BYTEA => read(row, i, DbValue::Binary),
+        Type::DATE => read(row, i, |d: NaiveDate| DbValue::Date((d.year(), d.month() as u8, d.day() as u8))),
+        Type::TIME => read(row, i, |t: NaiveTime| {
+            DbValue::Time((t.hour() as u8, t.minute() as u8, t.second() as u8, t.nanosecond()))
+        }),
+        // As in Spin: both decode as NaiveDateTime, which the driver accepts
+        // only for `timestamp`, so a `timestamptz` column fails here.
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => read(row, i, |t: NaiveDateTime| {
+            DbValue::Datetime((
+                t.year(),
+                t.month() as u8,
+                t.day() as u8,
+                t.hour() as u8,
+                t.minute() as u8,
+                t.second() as u8,
+                t.nanosecond(),
+            ))
+        }),
+        Type::UUID => read(row, i, |u: uuid::Uuid| DbValue::Uuid(u.to_string())),
+        Type::JSONB => {
+            let value: Option<serde_json::Value> = row.try_get(i)?;
+            Ok(match value {
+                Some(v) => DbValue::Jsonb(serde_json::to_vec(&v)?),
+                None => DbValue::DbNull,
+            })
+        }
+        Type::NUMERIC => read(row, i, |d: rust_decimal::Decimal| DbValue::Decimal(d.to_string())),
+        Type::INT4_ARRAY => read(row, i, DbValue::ArrayInt32),
+        Type::INT8_ARRAY => read(row, i, DbValue::ArrayInt64),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY => read(row, i, DbValue::ArrayStr),
+        _ => read(row, i, |raw: RawValue| DbValue::Unsupported(raw.0)),
+    }
+}
+
+/// Any column's wire bytes, for types Spin reports as `unsupported`.
+struct RawValue(Vec<u8>);
+
+impl<'a> FromSql<'a> for RawValue {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawValue(raw.to_vec()))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// SQL NULL for a parameter of any type.
+#[derive(Debug)]
+struct PgNull;
+
+impl ToSql for PgNull {
+    fn to_sql(
+        &self,
+        _: &Type,
+        _: &mut tokio_postgres::types::private::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(IsNull::Yes)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+fn to_sql_parameters(params: &[ParameterValue]) -> anyhow::Result<Vec<Box<dyn ToSql + Send + Sync>>> {
+    params.iter().map(to_sql_parameter).collect()
+}
+
+fn to_sql_parameter(value: &ParameterValue) -> anyhow::Result<Box<dyn ToSql + Send + Sync>> {
+    use chrono::{NaiveDate, NaiveTime};
+    Ok(match value {
+        ParameterValue::Boolean(v) => Box::new(*v),
+        ParameterValue::Int8(v) => Box::new(*v),
+        ParameterValue::Int16(v) => Box::new(*v),
+        ParameterValue::Int32(v) => Box::new(*v),
+        ParameterValue::Int64(v) => Box::new(*v),
+        ParameterValue::Floating32(v) => Box::new(*v),
+        ParameterValue::Floating64(v) => Box::new(*v),
+        ParameterValue::Str(v) => Box::new(v.clone()),
+        ParameterValue::Binary(v) => Box::new(v.clone()),
+        ParameterValue::Date((y, m, d)) => {
+            Box::new(NaiveDate::from_ymd_opt(*y, (*m).into(), (*d).into()).context("invalid date")?)
+        }
+        ParameterValue::Time((h, m, s, ns)) => Box::new(
+            NaiveTime::from_hms_nano_opt((*h).into(), (*m).into(), (*s).into(), *ns).context("invalid time")?,
+        ),
+        ParameterValue::Datetime((y, mo, d, h, mi, s, ns)) => Box::new(
+            NaiveDate::from_ymd_opt(*y, (*mo).into(), (*d).into())
+                .and_then(|date| date.and_hms_nano_opt((*h).into(), (*mi).into(), (*s).into(), *ns))
+                .context("invalid datetime")?,
+        ),
+        ParameterValue::Timestamp(secs) => {
+            Box::new(chrono::DateTime::<chrono::Utc>::from_timestamp(*secs, 0).context("invalid timestamp")?)
+        }
+        ParameterValue::Uuid(v) => Box::new(uuid::Uuid::parse_str(v)?),
+        ParameterValue::Jsonb(v) => Box::new(serde_json::from_slice::<serde_json::Value>(v)?),
+        ParameterValue::Decimal(v) => Box::new(rust_decimal::Decimal::from_str_exact(v)?),
+        ParameterValue::ArrayInt32(v) => Box::new(v.clone()),
+        ParameterValue::ArrayInt64(v) => Box::new(v.clone()),
+        ParameterValue::ArrayStr(v) => Box::new(v.clone()),
+        ParameterValue::DbNull => Box::new(PgNull),
+        ParameterValue::RangeInt32(_)
+        | ParameterValue::RangeInt64(_)
+        | ParameterValue::RangeDecimal(_)
+        | ParameterValue::ArrayDecimal(_)
+        | ParameterValue::Interval(_) => anyhow::bail!("this local host does not support range, decimal-array or interval parameters"),
+    })
+}

@@ -1,0 +1,173 @@
+//! `fermyon:spin/redis@2.0.0` on the `redis` crate, as Spin implements it:
+//! a new multiplexed connection per `open` (no pool), `invalid-address` for a
+//! malformed or disallowed address, server errors as `other(message)`, and
+//! `execute` replies flattened depth-first into a list (nesting is lost; an
+//! error anywhere in the reply fails the call).
+
+use crate::bindings::spin::fermyon::spin::redis::{Error, Host, HostConnection, Payload, RedisParameter, RedisResult};
+use crate::state::InstanceState;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, Value};
+use wasmtime::component::Resource;
+
+pub struct RedisConnection {
+    connection: MultiplexedConnection,
+}
+
+impl InstanceState {
+    async fn open_redis(&mut self, address: &str) -> Result<RedisConnection, Error> {
+        let url = url::Url::parse(address).map_err(|_| Error::InvalidAddress)?;
+        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        let port = url.port().or_else(|| crate::outbound::default_port(url.scheme()));
+        let allowed = port.is_some_and(|port| self.component.allowed_hosts.allows(url.scheme(), host, port));
+        if !allowed {
+            let shown = match url.port() {
+                Some(port) => format!("{}://{host}:{port}", url.scheme()),
+                None => format!("{}://{host}", url.scheme()),
+            };
+            crate::outbound::report_denied(&self.component.id, &shown);
+            return Err(Error::InvalidAddress);
+        }
+        let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
+        let connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| Error::Other(e.to_string()))?;
+        Ok(RedisConnection { connection })
+    }
+
+    fn redis(&mut self, connection: &Resource<RedisConnection>) -> wasmtime::Result<MultiplexedConnection> {
+        // A multiplexed connection is a cheap handle; cloning lets the call
+        // await without holding a borrow of the resource table.
+        Ok(self.table.get(connection)?.connection.clone())
+    }
+}
+
+fn other(e: redis::RedisError) -> Error {
+    Error::Other(e.to_string())
+}
+
+impl Host for InstanceState {}
+
+impl HostConnection for InstanceState {
+    async fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<RedisConnection>, Error>> {
+        Ok(match self.open_redis(&address).await {
+            Ok(connection) => Ok(self.table.push(connection)?),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn publish(
+        &mut self,
+        connection: Resource<RedisConnection>,
+        channel: String,
+        payload: Payload,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let mut conn = self.redis(&connection)?;
+        Ok(conn.publish::<_, _, ()>(channel, payload).await.map_err(other))
+    }
+
+    async fn get(&mut self, connection: Resource<RedisConnection>, key: String) -> wasmtime::Result<Result<Option<Payload>, Error>> {
+        let mut conn = self.redis(&connection)?;
+        Ok(conn.get(key).await.map_err(other))
+    }
+
+    async fn set(&mut self, connection: Resource<RedisConnection>, key: String, value: Payload) -> wasmtime::Result<Result<(), Error>> {
+        let mut conn = self.redis(&connection)?;
+        Ok(conn.set::<_, _, ()>(key, value).await.map_err(other))
+    }
+
+    async fn incr(&mut self, connection: Resource<RedisConnection>, key: String) -> wasmtime::Result<Result<i64, Error>> {
+        let mut conn = self.redis(&connection)?;
+        Ok(conn.incr(key, 1).await.map_err(other))
+    }
+
+    async fn del(&mut self, connection: Resource<RedisConnection>, keys: Vec<String>) -> wasmtime::Result<Result<u32, Error>> {
+        let mut conn = self.redis(&connection)?;
+        Ok(conn.del(keys).await.map_err(other))
+    }
+
+    async fn sadd(
+        &mut self,
+        connection: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> wasmtime::Result<Result<u32, Error>> {
+        let mut conn = self.redis(&connection)?;
+        Ok(conn.sadd(key, values).await.map_err(|e| match e.kind() {
+            redis::ErrorKind::UnexpectedReturnType => Error::TypeError,
+            _ => other(e),
+        }))
+    }
+
+    async fn smembers(&mut self, connection: Resource<RedisConnection>, key: String) -> wasmtime::Result<Result<Vec<String>, Error>> {
+        let mut conn = self.redis(&connection)?;
+        Ok(conn.smembers(key).await.map_err(other))
+    }
+
+    async fn srem(
+        &mut self,
+        connection: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> wasmtime::Result<Result<u32, Error>> {
+        let mut conn = self.redis(&connection)?;
+        Ok(conn.srem(key, values).await.map_err(other))
+    }
+
+    async fn execute(
+        &mut self,
+        connection: Resource<RedisConnection>,
+        command: String,
+        arguments: Vec<RedisParameter>,
+    ) -> wasmtime::Result<Result<Vec<RedisResult>, Error>> {
+        let mut conn = self.redis(&connection)?;
+        let mut cmd = redis::cmd(&command);
+        for argument in arguments {
+            match argument {
+                RedisParameter::Int64(n) => cmd.arg(n),
+                RedisParameter::Binary(bytes) => cmd.arg(bytes),
+            };
+        }
+        let reply: Value = match cmd.query_async(&mut conn).await {
+            Ok(reply) => reply,
+            Err(e) => return Ok(Err(other(e))),
+        };
+        let reply = match reply.extract_error() {
+            Ok(reply) => reply,
+            Err(e) => return Ok(Err(other(e))),
+        };
+        let mut results = Vec::new();
+        Ok(flatten(reply, &mut results).map(|()| results))
+    }
+
+    async fn drop(&mut self, connection: Resource<RedisConnection>) -> wasmtime::Result<()> {
+        self.table.delete(connection)?;
+        Ok(())
+    }
+}
+
+/// Spin's depth-first flattening of a reply.
+fn flatten(value: Value, out: &mut Vec<RedisResult>) -> Result<(), Error> {
+    match value {
+        Value::Nil => out.push(RedisResult::Nil),
+        Value::Int(n) => out.push(RedisResult::Int64(n)),
+        Value::BulkString(bytes) => out.push(RedisResult::Binary(bytes)),
+        Value::SimpleString(s) => out.push(RedisResult::Status(s)),
+        Value::Okay => out.push(RedisResult::Status("OK".into())),
+        Value::Array(items) | Value::Set(items) => {
+            for item in items {
+                flatten(item, out)?;
+            }
+        }
+        Value::Double(d) => out.push(RedisResult::Binary(d.to_string().into_bytes())),
+        Value::Boolean(b) => out.push(RedisResult::Int64(b.into())),
+        Value::BigNumber(n) => out.push(RedisResult::Binary(n.to_string().into_bytes())),
+        other => {
+            return Err(Error::Other(format!(
+                "Could not convert Redis response - TypeError: {other:?} is not supported"
+            )))
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! The per-instance store data: WASI contexts plus what Spin's factors give a
+//! component (its outbound allow-list, its variables, its Postgres pools).
+
+use crate::outbound::AllowedHosts;
+use crate::pg::PgPools;
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Everything about one component that outlives a single instance.
+#[derive(Debug)]
+pub struct ComponentContext {
+    pub id: String,
+    pub allowed_hosts: AllowedHosts,
+    /// `[component.x.variables]`, rendered at start-up.
+    pub variables: HashMap<String, String>,
+    /// `[component.x] environment`.
+    pub environment: Vec<(String, String)>,
+    /// One pool per address, per component, as in Spin.
+    pub pg_pools: PgPools,
+}
+
+/// The data of one instance's `Store`: fresh for every request or cron event.
+pub struct InstanceState {
+    pub component: Arc<ComponentContext>,
+    pub table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+}
+
+impl InstanceState {
+    pub fn new(component: Arc<ComponentContext>) -> InstanceState {
+        let mut wasi = WasiCtx::builder();
+        // Spin sends guest stdout and stderr to the host's stderr.
+        wasi.stdout(wasmtime_wasi::cli::stderr()).inherit_stderr();
+        for (key, value) in &component.environment {
+            wasi.env(key, value);
+        }
+        InstanceState {
+            component,
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+        }
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for InstanceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}

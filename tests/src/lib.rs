@@ -1,1 +1,348 @@
+//! The test harness: real host processes running the real compiled
+//! components against a real Postgres and Redis.
+//!
+//! Each [`TestApp`] gets its own database (created from the migrations and
+//! dropped afterwards) and its own Redis logical database (claimed from a
+//! pool of indexes), so tests run in parallel without seeing each other. Host
+//! processes are started from `target/debug/edge-host`; `./dev test` builds
+//! it and the components first.
 
+pub mod invariants;
+
+use anyhow::{bail, Context, Result};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The JWT secret every test app is configured with.
+pub const SECRET: &str = "test-secret-0123456789";
+
+/// Redis logical databases the harness hands out (0 holds the claims).
+const REDIS_SLOTS: std::ops::RangeInclusive<u32> = 1..=15;
+
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+}
+
+/// Where the admin connection to the test Postgres points.
+pub fn pg_server_url() -> String {
+    std::env::var("EDGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// The test Redis (without a database index).
+pub fn redis_server_url() -> String {
+    std::env::var("EDGE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn host_binary() -> PathBuf {
+    let binary = workspace_dir().join("target/debug/edge-host");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the suite with ./dev test (or ./dev build first)",
+        binary.display()
+    );
+    binary
+}
+
+/// A database of its own, migrated, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Result<TestDb> {
+        let name = format!("edge_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = connect(&format!("{}/postgres", pg_server_url())).await?;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        let url = format!("{}/{name}", pg_server_url());
+        let status = Command::new(host_binary())
+            .args(["-f", &workspace_dir().join("spin.toml").to_string_lossy(), "migrate", "--database-url", &url])
+            .env("EDGE_HOST_LOG", "warn")
+            .status()
+            .context("run migrations")?;
+        if !status.success() {
+            bail!("migrations failed for {name}");
+        }
+        Ok(TestDb { name, url })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any async context we can borrow: use a small runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let admin = connect(&format!("{}/postgres", pg_server_url())).await.ok()?;
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Connect to Postgres, driving the connection in the background.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connect to {url}"))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A Redis logical database of its own, flushed before use and released on drop.
+pub struct RedisSlot {
+    index: u32,
+    pub url: String,
+}
+
+impl RedisSlot {
+    pub fn claim() -> Result<RedisSlot> {
+        let client = redis::Client::open(format!("{}/0", redis_server_url()))?;
+        let mut control = client.get_connection()?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            for index in REDIS_SLOTS {
+                let claimed: Option<String> = redis::cmd("SET")
+                    .arg(format!("edge-test:slot:{index}"))
+                    .arg(std::process::id())
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(1800)
+                    .query(&mut control)?;
+                if claimed.is_some() {
+                    let url = format!("{}/{index}", redis_server_url());
+                    let mut slot = redis::Client::open(url.as_str())?.get_connection()?;
+                    redis::cmd("FLUSHDB").exec(&mut slot)?;
+                    return Ok(RedisSlot { index, url });
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no free Redis database among {REDIS_SLOTS:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for RedisSlot {
+    fn drop(&mut self) {
+        let release = || -> redis::RedisResult<()> {
+            let mut slot = redis::Client::open(self.url.as_str())?.get_connection()?;
+            redis::cmd("FLUSHDB").exec(&mut slot)?;
+            let mut control = redis::Client::open(format!("{}/0", redis_server_url()))?.get_connection()?;
+            redis::cmd("DEL").arg(format!("edge-test:slot:{}", self.index)).exec(&mut control)
+        };
+        let _ = release();
+    }
+}
+
+/// A running `edge-host up` process.
+pub struct Host {
+    child: Child,
+    pub base_url: String,
+    pub log: PathBuf,
+}
+
+static HOST_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Host {
+    /// Start the host on a free port and wait until it serves.
+    pub fn start(manifest: &Path, env: &[(String, String)]) -> Result<Host> {
+        let log = std::env::temp_dir().join(format!(
+            "edge-host-{}-{}.log",
+            std::process::id(),
+            HOST_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut child = Command::new(host_binary())
+            .args(["-f", &manifest.to_string_lossy(), "up", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("EDGE_HOST_LOG", std::env::var("EDGE_HOST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawn edge-host")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("Serving ") {
+                    let _ = sender.send(url.to_owned());
+                }
+            }
+        });
+        match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(base_url) => Ok(Host { child, base_url, log }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("edge-host did not start: {}", std::fs::read_to_string(&log).unwrap_or_default())
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the process dies mid-whatever, like a crashed instance.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        Ok(self.child.wait()?)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Mint an HS256 token for `user_id`.
+pub fn token(user_id: i64, role: Option<&str>) -> String {
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let mut claims = json!({ "sub": user_id.to_string(), "iat": now, "exp": now + 3600 });
+    if let Some(role) = role {
+        claims["role"] = json!(role);
+    }
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).expect("encode token")
+}
+
+/// The app from `spin.toml`: N host instances sharing one database and one Redis.
+pub struct TestApp {
+    pub hosts: Vec<Host>,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub redis: RedisSlot,
+    next: AtomicUsize,
+}
+
+/// A response: status, headers and the parsed JSON body (`Null` when empty).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Assert this is a problem document with `status` and `code`.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "unexpected status: {}", self.text);
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{}", self.text);
+        assert_eq!(self.body["code"], code, "{}", self.text);
+        assert_eq!(self.body["status"], status, "{}", self.text);
+        for member in ["type", "title", "detail"] {
+            assert!(self.body[member].is_string(), "problem without {member}: {}", self.text);
+        }
+    }
+}
+
+impl TestApp {
+    /// The real app (`spin.toml`) on `instances` host processes.
+    pub async fn start(instances: usize) -> Result<TestApp> {
+        TestApp::start_with(instances, &[]).await
+    }
+
+    pub async fn start_with(instances: usize, extra_env: &[(&str, &str)]) -> Result<TestApp> {
+        let db = TestDb::create().await?;
+        let redis = RedisSlot::claim()?;
+        let mut env = vec![
+            ("SPIN_VARIABLE_PG_URL".to_owned(), db.url.clone()),
+            ("SPIN_VARIABLE_REDIS_URL".to_owned(), redis.url.clone()),
+            ("SPIN_VARIABLE_JWT_SECRET".to_owned(), SECRET.to_owned()),
+        ];
+        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let manifest = workspace_dir().join("spin.toml");
+        let hosts = (0..instances)
+            .map(|_| Host::start(&manifest, &env))
+            .collect::<Result<Vec<_>>>()?;
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+        Ok(TestApp { hosts, client, db, redis, next: AtomicUsize::new(0) })
+    }
+
+    /// A base URL, rotating over the instances so consecutive calls spread.
+    pub fn base_url(&self) -> &str {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.hosts.len();
+        &self.hosts[i].base_url
+    }
+
+    pub async fn pg(&self) -> Result<tokio_postgres::Client> {
+        connect(&self.db.url).await
+    }
+
+    pub fn redis(&self) -> Result<redis::Connection> {
+        Ok(redis::Client::open(self.redis.url.as_str())?.get_connection()?)
+    }
+
+    /// Send a request to the next instance.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply> {
+        let url = format!("{}{path}", self.base_url());
+        send(&self.client, method, &url, token, headers, body).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Result<Reply> {
+        self.request(reqwest::Method::GET, path, token, &[], None).await
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Reply> {
+        self.request(reqwest::Method::POST, path, token, &[("content-type", "application/json")], Some(body.to_string().into_bytes()))
+            .await
+    }
+}
+
+pub async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<Reply> {
+    let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = request.send().await.with_context(|| format!("request to {url}"))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await?;
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
+    Ok(Reply { status, headers, text, body })
+}

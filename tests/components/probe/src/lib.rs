@@ -1,0 +1,140 @@
+//! Reports what the host hands a component, for the host conformance tests:
+//! the request as seen through wasi-http, variables, and the exact values and
+//! errors of the Postgres and Redis interfaces.
+
+use serde_json::{json, Value};
+use spin_sdk::http::{Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::pg4::{self, ParameterValue};
+use spin_sdk::redis::{self, RedisParameter};
+use spin_sdk::variables;
+
+#[http_component]
+fn handle(req: Request) -> Response {
+    let path = req.path().to_owned();
+    let body = match path.as_str() {
+        "/pg/roundtrip" => pg_roundtrip(),
+        "/pg/timestamptz" => pg_timestamptz(),
+        "/pg/unique" => pg_unique(),
+        "/pg/denied" => json!({ "error": format!("{:?}", pg4::Connection::open("postgres://postgres@127.0.0.2:5432/x").err()) }),
+        "/redis/ops" => redis_ops(),
+        "/redis/denied" => json!({ "error": format!("{:?}", redis::Connection::open("redis://127.0.0.2:6379").err()) }),
+        p if p.starts_with("/var/") => match variables::get(&p["/var/".len()..]) {
+            Ok(value) => json!({ "ok": value }),
+            Err(e) => json!({ "error": format!("{e:?}") }),
+        },
+        _ => echo(&req),
+    };
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .build()
+}
+
+fn echo(req: &Request) -> Value {
+    let headers: Vec<Value> = req
+        .headers()
+        .map(|(name, value)| json!([name, value.as_str().unwrap_or("<binary>")]))
+        .collect();
+    json!({
+        "component": variables::get("name").unwrap_or_default(),
+        "method": format!("{:?}", req.method()),
+        "uri": req.uri(),
+        "path": req.path(),
+        "query": req.query(),
+        "headers": headers,
+    })
+}
+
+fn pg() -> pg4::Connection {
+    pg4::Connection::open(&variables::get("pg_url").expect("pg_url")).expect("open postgres")
+}
+
+fn debug_rows(rows: &pg4::RowSet) -> Value {
+    json!({
+        "columns": rows.columns.iter().map(|c| json!([c.name, format!("{:?}", c.data_type)])).collect::<Vec<_>>(),
+        "rows": rows.rows.iter().map(|r| r.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>()).collect::<Vec<_>>(),
+    })
+}
+
+/// Every type the schema uses, written as parameters and read back, then NULLs.
+fn pg_roundtrip() -> Value {
+    let db = pg();
+    let create = "CREATE TEMPORARY TABLE probe_types (
+        i2 int2, i4 int4, i8 int8, t text, b bool, ts timestamp, u uuid, n numeric, j jsonb, v varchar(10))";
+    db.execute(create, &[]).expect("create");
+    let insert = "INSERT INTO probe_types VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+    let values = [
+        ParameterValue::Int16(-7),
+        ParameterValue::Int32(2_000_000_000),
+        ParameterValue::Int64(9_007_199_254_740_993),
+        ParameterValue::Str("héllo".into()),
+        ParameterValue::Boolean(true),
+        ParameterValue::Datetime((2026, 11, 28, 7, 42, 14, 123_456_000)),
+        ParameterValue::Uuid("8f14e45f-ceea-467f-a8f2-4f6c3f1b2a10".into()),
+        ParameterValue::Decimal("1234.50".into()),
+        ParameterValue::Jsonb(br#"{"b": [1, 2], "a": null}"#.to_vec()),
+        ParameterValue::Str("short".into()),
+    ];
+    let inserted = db.execute(insert, &values).expect("insert values");
+    let nulls = vec![ParameterValue::DbNull; 10];
+    db.execute(insert, &nulls).expect("insert nulls");
+    let rows = db.query("SELECT * FROM probe_types ORDER BY i2 NULLS LAST", &[]).expect("select");
+    let empty = db.query("SELECT * FROM probe_types WHERE false", &[]).expect("empty select");
+    let wrong_type = db.execute("INSERT INTO probe_types (i4) VALUES ($1)", &[ParameterValue::Int64(1)]).err();
+    json!({
+        "inserted": inserted,
+        "result": debug_rows(&rows),
+        "empty": debug_rows(&empty),
+        "int64_into_int4": format!("{wrong_type:?}"),
+    })
+}
+
+/// Spin cannot read `timestamptz`; `AT TIME ZONE 'UTC'` can.
+fn pg_timestamptz() -> Value {
+    let db = pg();
+    let raw = db.query("SELECT TIMESTAMPTZ '2026-11-28 07:42:14+09' AS at", &[]).err();
+    let utc = db
+        .query("SELECT TIMESTAMPTZ '2026-11-28 07:42:14+09' AT TIME ZONE 'UTC' AS at", &[])
+        .map(|rows| debug_rows(&rows));
+    json!({ "raw": format!("{raw:?}"), "utc": utc.map_err(|e| format!("{e:?}")).map_or_else(Value::String, |v| v) })
+}
+
+fn pg_unique() -> Value {
+    let db = pg();
+    db.execute("CREATE TEMPORARY TABLE probe_unique (k int8 PRIMARY KEY)", &[]).expect("create");
+    db.execute("INSERT INTO probe_unique VALUES (1)", &[]).expect("first insert");
+    match db.execute("INSERT INTO probe_unique VALUES (1)", &[]) {
+        Err(pg4::PgError::QueryFailed(pg4::QueryError::DbError(e))) => json!({
+            "code": e.code, "severity": e.severity, "message": e.message,
+            "extras": e.extras.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+        }),
+        other => json!({ "unexpected": format!("{other:?}") }),
+    }
+}
+
+fn redis_ops() -> Value {
+    let redis = redis::Connection::open(&variables::get("redis_url").expect("redis_url")).expect("open redis");
+    let script = "return {redis.call('INCRBY', KEYS[1], ARGV[1]), 'x', {1, 2}}";
+    json!({
+        "set": format!("{:?}", redis.set("probe:k", &b"v1".to_vec())),
+        "get": format!("{:?}", redis.get("probe:k")),
+        "get_missing": format!("{:?}", redis.get("probe:missing")),
+        "incr": format!("{:?}", redis.incr("probe:n")),
+        "incr_again": format!("{:?}", redis.incr("probe:n")),
+        "incr_wrong_type": format!("{:?}", redis.incr("probe:k")),
+        "sadd": format!("{:?}", redis.sadd("probe:s", &["a".into(), "b".into(), "a".into()])),
+        "smembers": format!("{:?}", redis.smembers("probe:s").map(|mut m| { m.sort(); m })),
+        "srem": format!("{:?}", redis.srem("probe:s", &["a".into(), "zz".into()])),
+        "del": format!("{:?}", redis.del(&["probe:k".into(), "probe:s".into(), "probe:none".into()])),
+        "eval": format!("{:?}", redis.execute("EVAL", &[
+            RedisParameter::Binary(script.as_bytes().to_vec()),
+            RedisParameter::Int64(1),
+            RedisParameter::Binary(b"probe:n".to_vec()),
+            RedisParameter::Int64(40),
+        ])),
+        "status": format!("{:?}", redis.execute("SET", &[RedisParameter::Binary(b"probe:x".to_vec()), RedisParameter::Binary(b"1".to_vec())])),
+        "server_error": format!("{:?}", redis.execute("NOSUCHCOMMAND", &[])),
+    })
+}

@@ -65,15 +65,23 @@ pub fn verify(authorization: Option<&[u8]>, config: &AuthConfig) -> Result<Calle
 
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = EXPIRY_LEEWAY_SECONDS;
-    validation.set_required_spec_claims(&["exp", "sub"]);
+    // A configured issuer or audience must be present, not merely right when present.
+    let mut required = vec!["exp", "sub"];
     match &config.issuer {
-        Some(issuer) => validation.set_issuer(&[issuer]),
+        Some(issuer) => {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
         None => validation.iss = None,
     }
     match &config.audience {
-        Some(audience) => validation.set_audience(&[audience]),
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
         None => validation.validate_aud = false,
     }
+    validation.set_required_spec_claims(&required);
     let key = DecodingKey::from_secret(config.secret.as_bytes());
     let claims = decode::<Claims>(token, &key, &validation)
         .map_err(|e| unauthorized(&format!("the token is not valid ({e})")))?

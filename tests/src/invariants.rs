@@ -31,5 +31,9 @@ pub async fn stock(db: &tokio_postgres::Client) -> Result<Vec<String>> {
 /// Every invariant that applies to the current schema; panics listing the violations.
 pub async fn assert_all(db: &tokio_postgres::Client) {
     let violations = stock(db).await.expect("stock invariant query");
-    assert!(violations.is_empty(), "invariants broken:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "invariants broken:\n{}",
+        violations.join("\n")
+    );
 }

@@ -7,6 +7,7 @@
 //! processes are started from `target/debug/edge-host`; `./dev test` builds
 //! it and the components first.
 
+pub mod contract;
 pub mod invariants;
 
 use anyhow::{bail, Context, Result};
@@ -25,7 +26,10 @@ pub const SECRET: &str = "test-secret-0123456789";
 const REDIS_SLOTS: std::ops::RangeInclusive<u32> = 1..=15;
 
 pub fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
 }
 
 /// Where the admin connection to the test Postgres points.
@@ -61,7 +65,13 @@ impl TestDb {
         admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
         let url = format!("{}/{name}", pg_server_url());
         let status = Command::new(host_binary())
-            .args(["-f", &workspace_dir().join("spin.toml").to_string_lossy(), "migrate", "--database-url", &url])
+            .args([
+                "-f",
+                &workspace_dir().join("spin.toml").to_string_lossy(),
+                "migrate",
+                "--database-url",
+                &url,
+            ])
             .env("EDGE_HOST_LOG", "warn")
             .status()
             .context("run migrations")?;
@@ -77,10 +87,16 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside any async context we can borrow: use a small runtime.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let admin = connect(&format!("{}/postgres", pg_server_url())).await.ok()?;
-                admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
             })
         })
         .join();
@@ -137,7 +153,9 @@ impl Drop for RedisSlot {
             let mut slot = redis::Client::open(self.url.as_str())?.get_connection()?;
             redis::cmd("FLUSHDB").exec(&mut slot)?;
             let mut control = redis::Client::open(format!("{}/0", redis_server_url()))?.get_connection()?;
-            redis::cmd("DEL").arg(format!("edge-test:slot:{}", self.index)).exec(&mut control)
+            redis::cmd("DEL")
+                .arg(format!("edge-test:slot:{}", self.index))
+                .exec(&mut control)
         };
         let _ = release();
     }
@@ -163,7 +181,10 @@ impl Host {
         let mut child = Command::new(host_binary())
             .args(["-f", &manifest.to_string_lossy(), "up", "--listen", "127.0.0.1:0"])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("EDGE_HOST_LOG", std::env::var("EDGE_HOST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "EDGE_HOST_LOG",
+                std::env::var("EDGE_HOST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
@@ -182,7 +203,10 @@ impl Host {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("edge-host did not start: {}", std::fs::read_to_string(&log).unwrap_or_default())
+                bail!(
+                    "edge-host did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
             }
         }
     }
@@ -199,7 +223,9 @@ impl Host {
 
     /// SIGTERM, then wait for a graceful exit.
     pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
         Ok(self.child.wait()?)
     }
 
@@ -222,7 +248,12 @@ pub fn token(user_id: i64, role: Option<&str>) -> String {
     if let Some(role) = role {
         claims["role"] = json!(role);
     }
-    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).expect("encode token")
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("encode token")
 }
 
 /// The app from `spin.toml`: N host instances sharing one database and one Redis.
@@ -252,11 +283,20 @@ impl Reply {
     #[track_caller]
     pub fn assert_problem(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "unexpected status: {}", self.text);
-        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{}", self.text);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.text
+        );
         assert_eq!(self.body["code"], code, "{}", self.text);
         assert_eq!(self.body["status"], status, "{}", self.text);
         for member in ["type", "title", "detail"] {
-            assert!(self.body[member].is_string(), "problem without {member}: {}", self.text);
+            assert!(
+                self.body[member].is_string(),
+                "problem without {member}: {}",
+                self.text
+            );
         }
     }
 }
@@ -281,7 +321,13 @@ impl TestApp {
             .map(|_| Host::start(&manifest, &env))
             .collect::<Result<Vec<_>>>()?;
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
-        Ok(TestApp { hosts, client, db, redis, next: AtomicUsize::new(0) })
+        Ok(TestApp {
+            hosts,
+            client,
+            db,
+            redis,
+            next: AtomicUsize::new(0),
+        })
     }
 
     /// A base URL, rotating over the instances so consecutive calls spread.
@@ -316,8 +362,14 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Reply> {
-        self.request(reqwest::Method::POST, path, token, &[("content-type", "application/json")], Some(body.to_string().into_bytes()))
-            .await
+        self.request(
+            reqwest::Method::POST,
+            path,
+            token,
+            &[("content-type", "application/json")],
+            Some(body.to_string().into_bytes()),
+        )
+        .await
     }
 }
 
@@ -339,10 +391,22 @@ pub async fn send(
     if let Some(body) = body {
         request = request.body(body);
     }
-    let response = request.send().await.with_context(|| format!("request to {url}"))?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("request to {url}"))?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = response.text().await?;
-    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
-    Ok(Reply { status, headers, text, body })
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    };
+    Ok(Reply {
+        status,
+        headers,
+        text,
+        body,
+    })
 }

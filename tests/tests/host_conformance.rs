@@ -30,7 +30,12 @@ impl Probe {
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let host = Host::start(&probe_manifest(), &env).unwrap();
-        Probe { host, client: reqwest::Client::new(), redis, _db: db }
+        Probe {
+            host,
+            client: reqwest::Client::new(),
+            redis,
+            _db: db,
+        }
     }
 
     async fn get(&self, path: &str) -> edge_tests::Reply {
@@ -39,7 +44,9 @@ impl Probe {
 
     async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> edge_tests::Reply {
         let url = format!("{}{path}", self.host.base_url);
-        send(&self.client, reqwest::Method::GET, &url, None, headers, None).await.unwrap()
+        send(&self.client, reqwest::Method::GET, &url, None, headers, None)
+            .await
+            .unwrap()
     }
 }
 
@@ -54,7 +61,9 @@ fn headers_of(reply: &Value) -> HashMap<String, Vec<String>> {
 }
 
 fn one<'a>(headers: &'a HashMap<String, Vec<String>>, name: &str) -> &'a str {
-    let values = headers.get(name).unwrap_or_else(|| panic!("no {name} header in {headers:?}"));
+    let values = headers
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header in {headers:?}"));
     assert_eq!(values.len(), 1, "{name}: {values:?}");
     &values[0]
 }
@@ -71,7 +80,10 @@ async fn routing_follows_spin_precedence_and_sets_spin_headers() {
     assert_eq!(reply.body["path"], "/echo/42/x", "the guest sees the full path");
     assert_eq!(reply.body["uri"], format!("http://{addr}/echo/42/x?q=1"));
     let headers = headers_of(&reply.body);
-    assert_eq!(one(&headers, "spin-full-url"), format!("http://{addr}/echo/42/x?q=1"));
+    assert_eq!(
+        one(&headers, "spin-full-url"),
+        format!("http://{addr}/echo/42/x?q=1")
+    );
     assert_eq!(one(&headers, "spin-path-info"), "/42/x");
     assert_eq!(one(&headers, "spin-matched-route"), "/echo/...");
     assert_eq!(one(&headers, "spin-raw-component-route"), "/echo/...");
@@ -89,8 +101,14 @@ async fn routing_follows_spin_precedence_and_sets_spin_headers() {
     }
 
     // The wildcard route matches its own prefix; path-info keeps the raw slashes.
-    assert_eq!(one(&headers_of(&probe.get("/echo").await.body), "spin-path-info"), "");
-    assert_eq!(one(&headers_of(&probe.get("/echo/").await.body), "spin-path-info"), "/");
+    assert_eq!(
+        one(&headers_of(&probe.get("/echo").await.body), "spin-path-info"),
+        ""
+    );
+    assert_eq!(
+        one(&headers_of(&probe.get("/echo/").await.body), "spin-path-info"),
+        "/"
+    );
 
     // `:param` segments rank between exact and wildcard and become spin-path-match-*.
     let reply = probe.get("/users/7/orders").await;
@@ -113,20 +131,43 @@ async fn routing_follows_spin_precedence_and_sets_spin_headers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn variables_resolve_from_environment_over_defaults_and_are_per_component() {
     let probe = Probe::start(&[]).await;
-    assert_eq!(probe.get("/var/greeting").await.body["ok"], "hello, world", "manifest default");
+    assert_eq!(
+        probe.get("/var/greeting").await.body["ok"],
+        "hello, world",
+        "manifest default"
+    );
     let undefined = probe.get("/var/pg_host").await;
-    assert_eq!(undefined.body["error"], r#"Error::Undefined("no variable for \"probe\".\"pg_host\"")"#);
+    assert_eq!(
+        undefined.body["error"],
+        r#"Error::Undefined("no variable for \"probe\".\"pg_host\"")"#
+    );
     let invalid = probe.get("/var/Bad").await;
-    assert!(invalid.body["error"].as_str().unwrap().starts_with("Error::InvalidName("), "{}", invalid.text);
+    assert!(
+        invalid.body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Error::InvalidName("),
+        "{}",
+        invalid.text
+    );
 
     let overridden = Probe::start(&[("SPIN_VARIABLE_GREETING", "annyeong")]).await;
-    assert_eq!(overridden.get("/var/greeting").await.body["ok"], "annyeong, world");
+    assert_eq!(
+        overridden.get("/var/greeting").await.body["ok"],
+        "annyeong, world"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_required_variable_without_value_stops_start_up() {
     let output = Command::new(edge_tests::host_binary())
-        .args(["-f", &probe_manifest().to_string_lossy(), "up", "--listen", "127.0.0.1:0"])
+        .args([
+            "-f",
+            &probe_manifest().to_string_lossy(),
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env("SPIN_VARIABLE_PG_URL", "postgres://x@127.0.0.1/x")
         .env_remove("SPIN_VARIABLE_REDIS_URL")
         .output()
@@ -146,8 +187,14 @@ async fn outbound_hosts_not_allowed_fail_like_spin() {
         probe.get("/pg/denied").await.body["error"],
         r#"Some(Error::ConnectionFailed("address postgres://127.0.0.2:5432 is not permitted"))"#
     );
-    assert_eq!(probe.get("/redis/denied").await.body["error"], "Some(Error::InvalidAddress)");
-    assert!(probe.host.logs().contains("Outbound network destination not allowed"));
+    assert_eq!(
+        probe.get("/redis/denied").await.body["error"],
+        "Some(Error::InvalidAddress)"
+    );
+    assert!(probe
+        .host
+        .logs()
+        .contains("Outbound network destination not allowed"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -165,23 +212,53 @@ async fn postgres_values_round_trip_with_spin_conversions() {
         .collect();
     assert_eq!(
         columns,
-        ["i2:Int16", "i4:Int32", "i8:Int64", "t:Str", "b:Boolean", "ts:Datetime", "u:Uuid", "n:Decimal", "j:Jsonb", "v:Str"].map(|c| c.replace(':', ":DbDataType::"))
+        [
+            "i2:Int16",
+            "i4:Int32",
+            "i8:Int64",
+            "t:Str",
+            "b:Boolean",
+            "ts:Datetime",
+            "u:Uuid",
+            "n:Decimal",
+            "j:Jsonb",
+            "v:Str"
+        ]
+        .map(|c| c.replace(':', ":DbDataType::"))
     );
-    let values: Vec<&str> = body["result"]["rows"][0].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let values: Vec<&str> = body["result"]["rows"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(values[0], "DbValue::Int16(-7)");
     assert_eq!(values[1], "DbValue::Int32(2000000000)");
     assert_eq!(values[2], "DbValue::Int64(9007199254740993)");
     assert_eq!(values[3], r#"DbValue::Str("héllo")"#);
     assert_eq!(values[4], "DbValue::Boolean(true)");
-    assert_eq!(values[5], "DbValue::Datetime((2026, 11, 28, 7, 42, 14, 123456000))");
-    assert_eq!(values[6], r#"DbValue::Uuid("8f14e45f-ceea-467f-a8f2-4f6c3f1b2a10")"#);
-    assert_eq!(values[7], r#"DbValue::Decimal("1234.50")"#, "numeric keeps its scale");
+    assert_eq!(
+        values[5],
+        "DbValue::Datetime((2026, 11, 28, 7, 42, 14, 123456000))"
+    );
+    assert_eq!(
+        values[6],
+        r#"DbValue::Uuid("8f14e45f-ceea-467f-a8f2-4f6c3f1b2a10")"#
+    );
+    assert_eq!(
+        values[7], r#"DbValue::Decimal("1234.50")"#,
+        "numeric keeps its scale"
+    );
     let jsonb = &values[8];
     assert!(jsonb.starts_with("DbValue::Jsonb("), "{jsonb}");
     assert_eq!(values[9], r#"DbValue::Str("short")"#);
     let nulls = body["result"]["rows"][1].as_array().unwrap();
     assert!(nulls.iter().all(|v| v == "DbValue::DbNull"), "{nulls:?}");
-    assert_eq!(body["empty"]["columns"], serde_json::json!([]), "Spin describes columns from the first row");
+    assert_eq!(
+        body["empty"]["columns"],
+        serde_json::json!([]),
+        "Spin describes columns from the first row"
+    );
     assert!(
         body["int64_into_int4"].as_str().unwrap().contains("WrongType"),
         "no parameter coercion: {}",
@@ -194,8 +271,14 @@ async fn timestamptz_cannot_be_read_as_on_spin_but_utc_timestamps_can() {
     let probe = Probe::start(&[]).await;
     let body = probe.get("/pg/timestamptz").await.body;
     let raw = body["raw"].as_str().unwrap();
-    assert!(raw.contains("QueryFailed(QueryError::Text(") && raw.contains("timestamptz"), "{raw}");
-    assert_eq!(body["utc"]["rows"][0][0], "DbValue::Datetime((2026, 11, 27, 22, 42, 14, 0))");
+    assert!(
+        raw.contains("QueryFailed(QueryError::Text(") && raw.contains("timestamptz"),
+        "{raw}"
+    );
+    assert_eq!(
+        body["utc"]["rows"][0][0],
+        "DbValue::Datetime((2026, 11, 27, 22, 42, 14, 0))"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -205,7 +288,12 @@ async fn postgres_constraint_violations_carry_their_sqlstate() {
     assert_eq!(body["code"], "23505", "{body}");
     assert_eq!(body["severity"], "ERROR");
     let extras = body["extras"].as_array().unwrap();
-    assert!(extras.iter().any(|e| e[0] == "constraint" && e[1] == "probe_unique_pkey"), "{extras:?}");
+    assert!(
+        extras
+            .iter()
+            .any(|e| e[0] == "constraint" && e[1] == "probe_unique_pkey"),
+        "{extras:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -222,26 +310,56 @@ async fn redis_operations_match_spin() {
         ("smembers", r#"Ok(["a", "b"])"#),
         ("srem", "Ok(1)"),
         ("del", "Ok(2)"),
-        ("eval", r#"Ok([RedisResult::Int64(42), RedisResult::Binary([120]), RedisResult::Int64(1), RedisResult::Int64(2)])"#),
+        (
+            "eval",
+            r#"Ok([RedisResult::Int64(42), RedisResult::Binary([120]), RedisResult::Int64(1), RedisResult::Int64(2)])"#,
+        ),
         ("status", r#"Ok([RedisResult::Status("OK")])"#),
     ];
     for (op, expected) in expect {
         assert_eq!(body[op], expected, "{op}: {body}");
     }
-    assert!(body["incr_wrong_type"].as_str().unwrap().starts_with("Err(Error::Other("), "{body}");
-    assert!(body["server_error"].as_str().unwrap().starts_with("Err(Error::Other("), "{body}");
+    assert!(
+        body["incr_wrong_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("Err(Error::Other("),
+        "{body}"
+    );
+    assert!(
+        body["server_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Err(Error::Other("),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cron_trigger_fires_the_component_on_schedule() {
     let probe = Probe::start(&[]).await;
-    let mut redis = redis::Client::open(probe.redis.url.as_str()).unwrap().get_connection().unwrap();
+    let mut redis = redis::Client::open(probe.redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(3_500)).await;
-    let fired: i64 = redis::cmd("GET").arg("cron-probe:fired").query(&mut redis).unwrap();
+    let fired: i64 = redis::cmd("GET")
+        .arg("cron-probe:fired")
+        .query(&mut redis)
+        .unwrap();
     assert!(fired >= 2, "fired {fired} times in 3.5 s on a 1 s schedule");
-    let timestamp: u64 = redis::cmd("GET").arg("cron-probe:timestamp").query(&mut redis).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    assert!(now.abs_diff(timestamp) <= 5, "metadata.timestamp is Unix seconds: {timestamp} vs {now}");
+    let timestamp: u64 = redis::cmd("GET")
+        .arg("cron-probe:timestamp")
+        .query(&mut redis)
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        now.abs_diff(timestamp) <= 5,
+        "metadata.timestamp is Unix seconds: {timestamp} vs {now}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

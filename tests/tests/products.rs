@@ -7,12 +7,19 @@ use std::collections::HashSet;
 async fn create(app: &TestApp, name: &str, price: i64, stock: i64) -> i64 {
     let admin = token(1, Some("admin"));
     let reply = app
-        .post_json("/api/v1/admin/products", Some(&admin), &json!({"name": name, "price": price, "stock": stock}))
+        .post_json(
+            "/api/v1/admin/products",
+            Some(&admin),
+            &json!({"name": name, "price": price, "stock": stock}),
+        )
         .await
         .unwrap();
     assert_eq!(reply.status, 201, "{}", reply.text);
     let id = reply.body["id"].as_i64().unwrap();
-    assert_eq!(reply.header("location"), Some(format!("/api/v1/products/{id}").as_str()));
+    assert_eq!(
+        reply.header("location"),
+        Some(format!("/api/v1/products/{id}").as_str())
+    );
     id
 }
 
@@ -48,7 +55,11 @@ async fn pagination_walks_every_product_exactly_once_across_instances() {
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "ordered by id");
 
     let default_page = app.get("/api/v1/products", None).await.unwrap();
-    assert_eq!(default_page.body["items"].as_array().unwrap().len(), 20, "default limit");
+    assert_eq!(
+        default_page.body["items"].as_array().unwrap().len(),
+        20,
+        "default limit"
+    );
     invariants::assert_all(&app.pg().await.unwrap()).await;
 }
 
@@ -58,22 +69,66 @@ async fn detail_and_its_errors() {
     let id = create(&app, "Cold Brew", 5500, 7).await;
     let reply = app.get(&format!("/api/v1/products/{id}"), None).await.unwrap();
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, json!({"id": id, "name": "Cold Brew", "price": 5500, "stock": 7}));
+    assert_eq!(
+        reply.body,
+        json!({"id": id, "name": "Cold Brew", "price": 5500, "stock": 7})
+    );
 
     // Stock shown is what can still be ordered: stock minus reservations.
-    app.pg().await.unwrap().execute("UPDATE products SET reserved = 3 WHERE id = $1", &[&id]).await.unwrap();
-    assert_eq!(app.get(&format!("/api/v1/products/{id}"), None).await.unwrap().body["stock"], 4);
+    app.pg()
+        .await
+        .unwrap()
+        .execute("UPDATE products SET reserved = 3 WHERE id = $1", &[&id])
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get(&format!("/api/v1/products/{id}"), None)
+            .await
+            .unwrap()
+            .body["stock"],
+        4
+    );
 
-    app.get("/api/v1/products/999999", None).await.unwrap().assert_problem(404, "PRODUCT_NOT_FOUND");
+    app.get("/api/v1/products/999999", None)
+        .await
+        .unwrap()
+        .assert_problem(404, "PRODUCT_NOT_FOUND");
     for bad in ["abc", "0", "-1", "1.5", "99999999999999999999"] {
-        app.get(&format!("/api/v1/products/{bad}"), None).await.unwrap().assert_problem(400, "INVALID_REQUEST");
+        app.get(&format!("/api/v1/products/{bad}"), None)
+            .await
+            .unwrap()
+            .assert_problem(400, "INVALID_REQUEST");
     }
-    for bad in ["limit=0", "limit=101", "limit=x", "cursor=garbage!", "limit=1&limit=2"] {
-        app.get(&format!("/api/v1/products?{bad}"), None).await.unwrap().assert_problem(400, "INVALID_REQUEST");
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "cursor=garbage!",
+        "limit=1&limit=2",
+    ] {
+        app.get(&format!("/api/v1/products?{bad}"), None)
+            .await
+            .unwrap()
+            .assert_problem(400, "INVALID_REQUEST");
     }
-    app.get("/api/v1/products/1/extra", None).await.unwrap().assert_problem(404, "NOT_FOUND");
-    app.get("/api/v1/no-such-route", None).await.unwrap().assert_problem(404, "NOT_FOUND");
-    let wrong_method = app.request(reqwest::Method::DELETE, &format!("/api/v1/products/{id}"), None, &[], None).await.unwrap();
+    app.get("/api/v1/products/1/extra", None)
+        .await
+        .unwrap()
+        .assert_problem(404, "NOT_FOUND");
+    app.get("/api/v1/no-such-route", None)
+        .await
+        .unwrap()
+        .assert_problem(404, "NOT_FOUND");
+    let wrong_method = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/products/{id}"),
+            None,
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
     wrong_method.assert_problem(405, "METHOD_NOT_ALLOWED");
     assert_eq!(wrong_method.header("allow"), Some("GET"));
 }
@@ -82,11 +137,20 @@ async fn detail_and_its_errors() {
 async fn admin_create_needs_an_admin_token_and_valid_input() {
     let app = TestApp::start(1).await.unwrap();
     let body = json!({"name": "Mug", "price": 18000, "stock": 4});
-    let anonymous = app.post_json("/api/v1/admin/products", None, &body).await.unwrap();
+    let anonymous = app
+        .post_json("/api/v1/admin/products", None, &body)
+        .await
+        .unwrap();
     anonymous.assert_problem(401, "UNAUTHORIZED");
     assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
-    app.post_json("/api/v1/admin/products", Some("not-a-jwt"), &body).await.unwrap().assert_problem(401, "UNAUTHORIZED");
-    app.post_json("/api/v1/admin/products", Some(&token(5, None)), &body).await.unwrap().assert_problem(403, "FORBIDDEN");
+    app.post_json("/api/v1/admin/products", Some("not-a-jwt"), &body)
+        .await
+        .unwrap()
+        .assert_problem(401, "UNAUTHORIZED");
+    app.post_json("/api/v1/admin/products", Some(&token(5, None)), &body)
+        .await
+        .unwrap()
+        .assert_problem(403, "FORBIDDEN");
 
     let admin = token(1, Some("admin"));
     let invalid = [
@@ -97,18 +161,41 @@ async fn admin_create_needs_an_admin_token_and_valid_input() {
         (json!({"name": "x", "price": 1.5, "stock": 0}), "price"),
         (json!({"name": "x", "price": "1", "stock": 0}), "price"),
         (json!({"name": "x", "stock": 0}), "price"),
-        (json!({"name": "x", "price": 1, "stock": 0, "colour": "red"}), "colour"),
+        (
+            json!({"name": "x", "price": 1, "stock": 0, "colour": "red"}),
+            "colour",
+        ),
     ];
     for (body, field) in invalid {
-        let reply = app.post_json("/api/v1/admin/products", Some(&admin), &body).await.unwrap();
+        let reply = app
+            .post_json("/api/v1/admin/products", Some(&admin), &body)
+            .await
+            .unwrap();
         reply.assert_problem(400, "INVALID_REQUEST");
-        assert!(reply.body["detail"].as_str().unwrap().contains(field), "{field}: {}", reply.text);
+        assert!(
+            reply.body["detail"].as_str().unwrap().contains(field),
+            "{field}: {}",
+            reply.text
+        );
     }
     let malformed = app
-        .request(reqwest::Method::POST, "/api/v1/admin/products", Some(&admin), &[], Some(b"{not json".to_vec()))
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/admin/products",
+            Some(&admin),
+            &[],
+            Some(b"{not json".to_vec()),
+        )
         .await
         .unwrap();
     malformed.assert_problem(400, "INVALID_REQUEST");
-    let count: i64 = app.pg().await.unwrap().query_one("SELECT count(*) FROM products", &[]).await.unwrap().get(0);
+    let count: i64 = app
+        .pg()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM products", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count, 0, "nothing was created by rejected requests");
 }

@@ -16,7 +16,10 @@ const OPENAPI: &str = include_str!("../openapi.json");
 fn handle(req: Request) -> Response {
     dispatch(
         req,
-        &[get("/api/v1/health", health), get("/api/v1/openapi.json", openapi)],
+        &[
+            get("/api/v1/health", health),
+            get("/api/v1/openapi.json", openapi),
+        ],
     )
 }
 
@@ -34,17 +37,20 @@ fn health(_: &Request, _: &Params) -> ApiResult {
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let (postgres, redis) = (postgres_ok(), redis_ok());
     if postgres && redis {
-        return Ok(respond::ok(&json!({"status": "ok", "postgres": "ok", "redis": "ok"})));
+        return Ok(respond::ok(
+            &json!({"status": "ok", "postgres": "ok", "redis": "ok"}),
+        ));
     }
     let failing: Vec<&str> = [("postgres", postgres), ("redis", redis)]
         .into_iter()
         .filter(|(_, ok)| !ok)
         .map(|(name, _)| name)
         .collect();
-    Err(Problem::unavailable(format!("{} not answering", failing.join(" and ")))
-        .with_extension("status", "unavailable")
-        .with_extension("postgres", word(postgres))
-        .with_extension("redis", word(redis)))
+    Err(
+        Problem::unavailable(format!("{} not answering", failing.join(" and ")))
+            .with_extension("postgres", word(postgres))
+            .with_extension("redis", word(redis)),
+    )
 }
 
 fn openapi(_: &Request, _: &Params) -> ApiResult {

@@ -21,7 +21,8 @@ const LIST_PRODUCTS: &str = "SELECT id, name, price, stock - reserved AS availab
      FROM products WHERE id > $1 ORDER BY id LIMIT $2";
 const GET_PRODUCT: &str = "SELECT id, name, price, stock - reserved AS available FROM products WHERE id = $1";
 /// A new product starts with nothing reserved and remembers its initial stock (stock invariant).
-const INSERT_PRODUCT: &str = "INSERT INTO products (name, price, stock, initial_stock) VALUES ($1, $2, $3, $3)
+const INSERT_PRODUCT: &str =
+    "INSERT INTO products (name, price, stock, initial_stock) VALUES ($1, $2, $3, $3)
      RETURNING id, name, price, stock - reserved AS available";
 
 #[http_component]
@@ -69,9 +70,15 @@ fn list_products(req: &Request, _: &Params) -> ApiResult {
     let db = Db::connect()?;
     let rows = db.query(
         LIST_PRODUCTS,
-        &[ParameterValue::Int64(after), ParameterValue::Int64(i64::from(limit.get()) + 1)],
+        &[
+            ParameterValue::Int64(after),
+            ParameterValue::Int64(i64::from(limit.get()) + 1),
+        ],
     )?;
-    let products = rows.rows().map(|row| Product::from_row(&row)).collect::<Result<Vec<_>, _>>()?;
+    let products = rows
+        .rows()
+        .map(|row| Product::from_row(&row))
+        .collect::<Result<Vec<_>, _>>()?;
     let (items, next_cursor) = split_page(products, limit, |p| p.id);
     Ok(respond::ok(&Page { items, next_cursor }))
 }
@@ -80,10 +87,17 @@ fn get_product(_: &Request, params: &Params) -> ApiResult {
     let id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
     let db = Db::connect()?;
     let rows = db.query(GET_PRODUCT, &[ParameterValue::Int64(id)])?;
-    let product = rows.rows().next().map(|row| Product::from_row(&row)).transpose()?;
+    let product = rows
+        .rows()
+        .next()
+        .map(|row| Product::from_row(&row))
+        .transpose()?;
     match product {
         Some(product) => Ok(respond::ok(&product)),
-        None => Err(Problem::new(ErrorCode::ProductNotFound, format!("no product with id {id}"))),
+        None => Err(Problem::new(
+            ErrorCode::ProductNotFound,
+            format!("no product with id {id}"),
+        )),
     }
 }
 

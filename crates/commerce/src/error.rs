@@ -126,9 +126,7 @@ mod tests {
         for code in ErrorCode::ALL {
             let name = code.as_str();
             assert!(seen.insert(name), "duplicate code {name}");
-            assert!(name
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c == '_'));
+            assert!(name.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
         }
     }
 
@@ -136,7 +134,10 @@ mod tests {
     fn statuses_are_client_or_unavailable() {
         for code in ErrorCode::ALL {
             let status = code.status();
-            assert!((400..500).contains(&status) || status == 503, "{code} -> {status}");
+            assert!(
+                (400..500).contains(&status) || status == 503,
+                "{code} -> {status}"
+            );
         }
     }
 

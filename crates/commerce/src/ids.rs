@@ -29,7 +29,17 @@ mod tests {
 
     #[test]
     fn rejects_everything_else_naming_the_field() {
-        for bad in ["", "0", "-1", "+1", "1.5", "abc", "9223372036854775808", " 1", "1e3"] {
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+1",
+            "1.5",
+            "abc",
+            "9223372036854775808",
+            " 1",
+            "1e3",
+        ] {
             let err = parse_positive_id(bad, "productId").unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidRequest, "{bad:?}");
             assert!(err.detail.starts_with("productId"), "{bad:?}: {}", err.detail);

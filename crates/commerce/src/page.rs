@@ -65,7 +65,12 @@ pub fn split_page<T>(mut rows: Vec<T>, limit: Limit, id_of: impl Fn(&T) -> i64) 
     let limit = limit.get() as usize;
     if rows.len() > limit {
         rows.truncate(limit);
-        let next = rows.last().map(|last| Cursor { after_id: id_of(last) }.encode());
+        let next = rows.last().map(|last| {
+            Cursor {
+                after_id: id_of(last),
+            }
+            .encode()
+        });
         (rows, next)
     } else {
         (rows, None)
@@ -108,7 +113,10 @@ mod tests {
         let limit = Limit::parse(Some("2"), 20, 100).unwrap();
         let (items, next) = split_page(vec![1, 2, 3], limit, |id| *id);
         assert_eq!(items, vec![1, 2]);
-        assert_eq!(Cursor::parse(next.as_deref()).unwrap(), Some(Cursor { after_id: 2 }));
+        assert_eq!(
+            Cursor::parse(next.as_deref()).unwrap(),
+            Some(Cursor { after_id: 2 })
+        );
         let (items, next) = split_page(vec![1, 2], limit, |id| *id);
         assert_eq!(items, vec![1, 2]);
         assert_eq!(next, None);

@@ -55,7 +55,8 @@ fn unauthorized(detail: &str) -> Problem {
 /// Verify a raw `Authorization` header value and return the caller.
 pub fn verify(authorization: Option<&[u8]>, config: &AuthConfig) -> Result<Caller, Problem> {
     let header = authorization.ok_or_else(|| unauthorized("a bearer token is required"))?;
-    let header = std::str::from_utf8(header).map_err(|_| unauthorized("the Authorization header is not text"))?;
+    let header =
+        std::str::from_utf8(header).map_err(|_| unauthorized("the Authorization header is not text"))?;
     let token = header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
@@ -119,7 +120,11 @@ mod tests {
     const SECRET: &str = "test-secret";
 
     fn config() -> AuthConfig {
-        AuthConfig { secret: SECRET.into(), issuer: None, audience: None }
+        AuthConfig {
+            secret: SECRET.into(),
+            issuer: None,
+            audience: None,
+        }
     }
 
     fn now() -> i64 {
@@ -127,7 +132,12 @@ mod tests {
     }
 
     fn token(claims: Value) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     }
 
     fn check(token: &str, config: &AuthConfig) -> Result<Caller, Problem> {
@@ -137,9 +147,25 @@ mod tests {
     #[test]
     fn accepts_a_valid_user_and_admin() {
         let user = check(&token(json!({"sub": "7", "exp": now() + 60})), &config()).unwrap();
-        assert_eq!(user, Caller { user_id: 7, is_admin: false });
-        let admin = check(&token(json!({"sub": "9007199254740993", "exp": now() + 60, "role": "admin"})), &config()).unwrap();
-        assert_eq!(admin, Caller { user_id: 9_007_199_254_740_993, is_admin: true });
+        assert_eq!(
+            user,
+            Caller {
+                user_id: 7,
+                is_admin: false
+            }
+        );
+        let admin = check(
+            &token(json!({"sub": "9007199254740993", "exp": now() + 60, "role": "admin"})),
+            &config(),
+        )
+        .unwrap();
+        assert_eq!(
+            admin,
+            Caller {
+                user_id: 9_007_199_254_740_993,
+                is_admin: true
+            }
+        );
     }
 
     #[test]
@@ -152,14 +178,24 @@ mod tests {
             format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(&claims))
         };
         let cases = [
-            token(json!({"sub": "1"})),                              // no exp
-            token(json!({"sub": "1", "exp": now() - 3600})),         // expired
-            token(json!({"exp": now() + 60})),                       // no sub
-            token(json!({"sub": "abc", "exp": now() + 60})),         // non-numeric sub
-            token(json!({"sub": "0", "exp": now() + 60})),           // not positive
+            token(json!({"sub": "1"})),                                       // no exp
+            token(json!({"sub": "1", "exp": now() - 3600})),                  // expired
+            token(json!({"exp": now() + 60})),                                // no sub
+            token(json!({"sub": "abc", "exp": now() + 60})),                  // non-numeric sub
+            token(json!({"sub": "0", "exp": now() + 60})),                    // not positive
             token(json!({"sub": "99999999999999999999", "exp": now() + 60})), // beyond i64
-            encode(&Header::new(Algorithm::HS384), &json!({"sub": "1", "exp": now() + 60}), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap(),
-            encode(&Header::new(Algorithm::HS256), &json!({"sub": "1", "exp": now() + 60}), &EncodingKey::from_secret(b"other")).unwrap(),
+            encode(
+                &Header::new(Algorithm::HS384),
+                &json!({"sub": "1", "exp": now() + 60}),
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap(),
+            encode(
+                &Header::new(Algorithm::HS256),
+                &json!({"sub": "1", "exp": now() + 60}),
+                &EncodingKey::from_secret(b"other"),
+            )
+            .unwrap(),
             alg_none,
             "not.a.token".into(),
         ];
@@ -173,7 +209,11 @@ mod tests {
 
     #[test]
     fn checks_issuer_and_audience_when_configured() {
-        let strict = AuthConfig { issuer: Some("shop".into()), audience: Some("edge".into()), ..config() };
+        let strict = AuthConfig {
+            issuer: Some("shop".into()),
+            audience: Some("edge".into()),
+            ..config()
+        };
         let good = token(json!({"sub": "1", "exp": now() + 60, "iss": "shop", "aud": "edge"}));
         assert!(check(&good, &strict).is_ok());
         for bad in [

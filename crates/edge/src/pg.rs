@@ -14,12 +14,12 @@ pub struct Db(Connection);
 /// A failed statement: kept apart from [`Problem`] so a caller can react to a
 /// constraint it relies on (by SQLSTATE) before it becomes a `503`.
 #[derive(Debug)]
-pub struct DbError(pub PgError);
+pub struct DbError(pub Box<PgError>);
 
 impl DbError {
     /// The SQLSTATE Postgres reported, if the statement reached it.
     pub fn sqlstate(&self) -> Option<&str> {
-        match &self.0 {
+        match self.0.as_ref() {
             PgError::QueryFailed(QueryError::DbError(db)) => Some(db.code.as_str()),
             _ => None,
         }
@@ -47,15 +47,17 @@ impl Db {
     /// Open the database named by the `pg_url` variable.
     pub fn connect() -> Result<Db, Problem> {
         let url = variable("pg_url")?;
-        Connection::open(&url).map(Db).map_err(|e| Problem::from(DbError(e)))
+        Connection::open(&url)
+            .map(Db)
+            .map_err(|e| Problem::from(DbError(Box::new(e))))
     }
 
     pub fn query(&self, sql: &str, params: &[ParameterValue]) -> Result<RowSet, DbError> {
-        self.0.query(sql, params).map_err(DbError)
+        self.0.query(sql, params).map_err(|e| DbError(Box::new(e)))
     }
 
     pub fn execute(&self, sql: &str, params: &[ParameterValue]) -> Result<u64, DbError> {
-        self.0.execute(sql, params).map_err(DbError)
+        self.0.execute(sql, params).map_err(|e| DbError(Box::new(e)))
     }
 }
 
@@ -68,5 +70,7 @@ pub fn column<T: Decode>(row: &Row<'_>, name: &str) -> Result<T, Problem> {
 /// A UTC time read as `col AT TIME ZONE 'UTC'`, in RFC 3339.
 pub fn utc(row: &Row<'_>, name: &str) -> Result<String, Problem> {
     let naive: chrono::NaiveDateTime = column(row, name)?;
-    Ok(naive.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    Ok(naive
+        .and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }

@@ -5,7 +5,7 @@
 //! `Retry-After`, and their detail never includes a panic message or a trace.
 
 use commerce::{ErrorCode, Rejection};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use spin_sdk::http::Response;
 
 /// Seconds a client should wait before retrying after a `503`.
@@ -16,9 +16,9 @@ pub struct Problem {
     pub code: ErrorCode,
     pub detail: String,
     /// Extension members (e.g. `productId` on `OUT_OF_STOCK`).
-    pub extensions: Map<String, Value>,
+    pub extensions: Vec<(&'static str, Value)>,
     /// Extra response headers (e.g. `Allow` on `405`).
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Problem {
@@ -26,7 +26,7 @@ impl Problem {
         Problem {
             code,
             detail: detail.into(),
-            extensions: Map::new(),
+            extensions: Vec::new(),
             headers: Vec::new(),
         }
     }
@@ -42,13 +42,13 @@ impl Problem {
             .with_header("retry-after", RETRY_AFTER_SECONDS)
     }
 
-    pub fn with_extension(mut self, name: &str, value: impl Into<Value>) -> Problem {
-        self.extensions.insert(name.to_owned(), value.into());
+    pub fn with_extension(mut self, name: &'static str, value: impl Into<Value>) -> Problem {
+        self.extensions.push((name, value.into()));
         self
     }
 
-    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Problem {
-        self.headers.push((name.to_owned(), value.into()));
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Problem {
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -63,7 +63,7 @@ impl Problem {
         });
         let members = doc.as_object_mut().expect("a problem is an object");
         for (name, value) in &self.extensions {
-            members.insert(name.clone(), value.clone());
+            members.insert((*name).to_owned(), value.clone());
         }
         doc
     }
@@ -74,7 +74,7 @@ impl Problem {
             .status(self.code.status())
             .header("content-type", "application/problem+json");
         for (name, value) in &self.headers {
-            builder.header(name.as_str(), value.as_str());
+            builder.header(*name, value.as_str());
         }
         if self.code == ErrorCode::Unauthorized {
             builder.header("www-authenticate", "Bearer");
@@ -109,6 +109,6 @@ mod tests {
     fn unavailable_asks_to_retry() {
         let problem = Problem::unavailable("postgres is unreachable");
         assert_eq!(problem.code.status(), 503);
-        assert!(problem.headers.contains(&("retry-after".into(), "1".into())));
+        assert!(problem.headers.contains(&("retry-after", "1".into())));
     }
 }

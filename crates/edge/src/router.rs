@@ -33,11 +33,19 @@ pub struct Route {
 }
 
 pub fn get(pattern: &'static str, handler: Handler) -> Route {
-    Route { method: Method::Get, pattern, handler }
+    Route {
+        method: Method::Get,
+        pattern,
+        handler,
+    }
 }
 
 pub fn post(pattern: &'static str, handler: Handler) -> Route {
-    Route { method: Method::Post, pattern, handler }
+    Route {
+        method: Method::Post,
+        pattern,
+        handler,
+    }
 }
 
 /// Match `path` against `pattern`, returning the captures.
@@ -102,7 +110,10 @@ pub fn dispatch(req: Request, routes: &[Route]) -> Response {
     let allow = allowed.join(", ");
     Problem::new(
         ErrorCode::MethodNotAllowed,
-        format!("{} is not allowed here; allowed: {allow}", method_name(req.method())),
+        format!(
+            "{} is not allowed here; allowed: {allow}",
+            method_name(req.method())
+        ),
     )
     .with_header("allow", allow)
     .into_response()
@@ -114,9 +125,14 @@ mod tests {
 
     #[test]
     fn literal_and_capture_segments() {
-        assert_eq!(match_pattern("/api/v1/products", "/api/v1/products"), Some(Params::default()));
         assert_eq!(
-            match_pattern("/api/v1/products/{id}", "/api/v1/products/42").unwrap().get("id"),
+            match_pattern("/api/v1/products", "/api/v1/products"),
+            Some(Params::default())
+        );
+        assert_eq!(
+            match_pattern("/api/v1/products/{id}", "/api/v1/products/42")
+                .unwrap()
+                .get("id"),
             "42"
         );
         assert!(match_pattern("/api/v1/products/{id}", "/api/v1/products/").is_none());

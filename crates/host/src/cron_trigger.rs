@@ -4,9 +4,9 @@
 //! Every host process runs its own schedule (as every Spin instance does),
 //! which is why the recovery batch takes a Redis lock.
 
+use crate::bindings::cron::fermyon::spin_cron::cron_types::Metadata;
 use crate::manifest::App;
 use crate::runtime::{cron_pre, LoadedComponent, Runtime};
-use crate::bindings::cron::fermyon::spin_cron::cron_types::Metadata;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use croner::parser::{CronParser, Seconds, Year};
@@ -75,8 +75,13 @@ impl CronJob {
 pub async fn fire(component: &LoadedComponent) -> Result<()> {
     let pre = cron_pre(component)?;
     let mut store = component.new_store();
-    let instance = pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let instance = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     instance
         .call_handle_cron_event(&mut store, Metadata { timestamp })
         .await

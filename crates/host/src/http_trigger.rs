@@ -40,7 +40,9 @@ fn empty(status: u16) -> Response {
 }
 
 fn text(status: u16, body: &'static str) -> Response {
-    let body = Full::new(Bytes::from_static(body.as_bytes())).map_err(|never| match never {}).boxed_unsync();
+    let body = Full::new(Bytes::from_static(body.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
     let mut response = hyper::Response::new(body);
     *response.status_mut() = hyper::StatusCode::from_u16(status).expect("valid status");
     response
@@ -61,7 +63,12 @@ impl HttpTrigger {
                     let component = runtime.components[&trigger.component].clone();
                     let proxy = ProxyPre::new(component.pre.clone())
                         .map_err(|e| anyhow::anyhow!("{e:?}"))
-                        .with_context(|| format!("component {:?} does not export wasi:http/incoming-handler", trigger.component))?;
+                        .with_context(|| {
+                            format!(
+                                "component {:?} does not export wasi:http/incoming-handler",
+                                trigger.component
+                            )
+                        })?;
                     let target = Arc::new(Target { component, proxy });
                     targets.insert(&trigger.component, target.clone());
                     target
@@ -85,7 +92,11 @@ impl HttpTrigger {
     }
 
     /// Serve until `shutdown` resolves, then finish in-flight requests.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -175,9 +186,13 @@ impl HttpTrigger {
                     "version": self.app_version,
                     "host": "edge-host",
                 });
-                let body = Full::new(Bytes::from(info.to_string())).map_err(|never| match never {}).boxed_unsync();
+                let body = Full::new(Bytes::from(info.to_string()))
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
                 let mut response = hyper::Response::new(body);
-                response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                response
+                    .headers_mut()
+                    .insert("content-type", HeaderValue::from_static("application/json"));
                 response
             }
             _ => empty(404),
@@ -200,7 +215,12 @@ fn prepare_request(
         .map(str::to_owned)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()))
         .unwrap_or_else(|| "localhost".to_owned());
-    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
     parts.uri = hyper::Uri::builder()
         .scheme("http")
         .authority(host.as_str())
@@ -222,13 +242,23 @@ fn prepare_request(
     let param_headers: Vec<(String, String)> = matched
         .params
         .iter()
-        .map(|(name, value)| (format!("spin-path-match-{}", name.to_ascii_lowercase().replace('_', "-")), value.clone()))
+        .map(|(name, value)| {
+            (
+                format!("spin-path-match-{}", name.to_ascii_lowercase().replace('_', "-")),
+                value.clone(),
+            )
+        })
         .collect();
     for (name, value) in spin_headers.drain(..) {
-        parts.headers.append(name, HeaderValue::from_str(&value).context("header value")?);
+        parts
+            .headers
+            .append(name, HeaderValue::from_str(&value).context("header value")?);
     }
     for (name, value) in param_headers {
-        parts.headers.append(HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(&value)?);
+        parts.headers.append(
+            HeaderName::from_bytes(name.as_bytes())?,
+            HeaderValue::from_str(&value)?,
+        );
     }
     Ok(hyper::Request::from_parts(parts, body))
 }
@@ -252,7 +282,10 @@ async fn invoke(target: &Target, req: hyper::Request<Incoming>) -> Result<Respon
     // runs in its own task.
     let task = tokio::spawn(async move {
         let proxy = proxy_pre.instantiate_async(&mut store).await?;
-        proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, outparam).await
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, incoming, outparam)
+            .await
     });
     match receiver.await {
         Ok(Ok(response)) => Ok(response),

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "edge-host", version, about = "A Spin-compatible local host for this app")]
+#[command(
+    name = "edge-host",
+    version,
+    about = "A Spin-compatible local host for this app"
+)]
 struct Cli {
     /// The application manifest.
     #[arg(long, short = 'f', global = true, default_value = "spin.toml")]
@@ -67,7 +71,10 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Up { listen, cache_dir } => up(app, &listen, cache_dir).await,
-            Command::Migrate { database_url, demo_data } => {
+            Command::Migrate {
+                database_url,
+                demo_data,
+            } => {
                 let url = match database_url {
                     Some(url) => url,
                     None => Resolver::from_env(&app.manifest)?.render("{{ pg_url }}")?,

@@ -142,7 +142,9 @@ impl Manifest {
         if let Some(trigger) = &self.application.trigger {
             for (kind, settings) in trigger {
                 ensure!(kind == "http", "invalid metadata value for {kind:?}");
-                let settings = settings.as_table().context("[application.trigger.http] must be a table")?;
+                let settings = settings
+                    .as_table()
+                    .context("[application.trigger.http] must be a table")?;
                 for (key, value) in settings {
                     ensure!(
                         key == "base" && value.as_str() == Some("/"),
@@ -174,7 +176,11 @@ impl Manifest {
         }
         let known = |component: &str| self.component.contains_key(component);
         for trigger in &self.trigger.http {
-            ensure!(known(&trigger.component), "http trigger names unknown component {:?}", trigger.component);
+            ensure!(
+                known(&trigger.component),
+                "http trigger names unknown component {:?}",
+                trigger.component
+            );
             if let HttpRoute::Private { private } = trigger.route {
                 ensure!(
                     private,
@@ -184,7 +190,11 @@ impl Manifest {
             }
         }
         for trigger in &self.trigger.cron {
-            ensure!(known(&trigger.component), "cron trigger names unknown component {:?}", trigger.component);
+            ensure!(
+                known(&trigger.component),
+                "cron trigger names unknown component {:?}",
+                trigger.component
+            );
         }
         Ok(())
     }
@@ -198,7 +208,9 @@ fn check_variable_name(name: &str) -> Result<()> {
                 && word.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         });
     if !ok {
-        bail!("invalid variable name {name:?}: lower-case words separated by '_', each starting with a letter");
+        bail!(
+            "invalid variable name {name:?}: lower-case words separated by '_', each starting with a letter"
+        );
     }
     Ok(())
 }
@@ -261,9 +273,18 @@ token = "{{ secret }}"
             MINIMAL.replace("{{ secret }}", "{{ nope }}"),
             MINIMAL.replace("[component.api]", "[component.api]\nunknown_field = 1"),
             MINIMAL.replace("spin_manifest_version = 2", "spin_manifest_version = 1"),
-            MINIMAL.replace("[component.api.variables]", "[component.api.variables]\nBad_Name = \"x\""),
-            MINIMAL.replace("[variables]", "[application.trigger.http]\nbase = \"/v1\"\n[variables]"),
-            MINIMAL.replace("component = \"api\"\n[[trigger.cron]]", "component = \"missing\"\n[[trigger.cron]]"),
+            MINIMAL.replace(
+                "[component.api.variables]",
+                "[component.api.variables]\nBad_Name = \"x\"",
+            ),
+            MINIMAL.replace(
+                "[variables]",
+                "[application.trigger.http]\nbase = \"/v1\"\n[variables]",
+            ),
+            MINIMAL.replace(
+                "component = \"api\"\n[[trigger.cron]]",
+                "component = \"missing\"\n[[trigger.cron]]",
+            ),
         ];
         for case in cases {
             assert!(parse(&case).is_err(), "{case}");

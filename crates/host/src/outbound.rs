@@ -50,7 +50,9 @@ impl AllowedHosts {
     pub fn parse(entries: &[String]) -> Result<AllowedHosts> {
         entries
             .iter()
-            .map(|entry| parse_entry(entry).with_context(|| format!("invalid allowed_outbound_hosts entry {entry:?}")))
+            .map(|entry| {
+                parse_entry(entry).with_context(|| format!("invalid allowed_outbound_hosts entry {entry:?}"))
+            })
             .collect::<Result<_>>()
             .map(AllowedHosts)
     }
@@ -102,14 +104,21 @@ fn parse_entry(entry: &str) -> Result<Pattern> {
         h if h.contains('/') => bail!("CIDR hosts are not supported by this host"),
         h => match h.strip_prefix("*.") {
             Some(domain) => Host::SubdomainOf(domain.to_ascii_lowercase()),
-            None => Host::Exact(h.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()),
+            None => Host::Exact(
+                h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_ascii_lowercase(),
+            ),
         },
     };
     let port = match port {
         Some("*") => Port::Any,
         Some(range) if range.contains("..") => {
             let (start, end) = range.split_once("..").expect("checked");
-            Port::Range(start.parse().context("invalid port range")?, end.parse().context("invalid port range")?)
+            Port::Range(
+                start.parse().context("invalid port range")?,
+                end.parse().context("invalid port range")?,
+            )
         }
         Some(port) => Port::Exact(port.parse().context("invalid port")?),
         None => match scheme.as_deref().and_then(default_port) {
@@ -121,6 +130,18 @@ fn parse_entry(entry: &str) -> Result<Pattern> {
         },
     };
     Ok(Pattern { scheme, host, port })
+}
+
+/// Tell the operator, as Spin does, that a component was denied an address.
+pub fn report_denied(component: &str, destination: &str) {
+    tracing::error!(
+        component,
+        "Outbound network destination not allowed: {destination}"
+    );
+    eprintln!(
+        "Warning: A component tried to make an outbound network connection to disallowed destination '{destination}'.\n\
+         To allow this request, add 'allowed_outbound_hosts = [\"{destination}\"]' to the manifest component section."
+    );
 }
 
 #[cfg(test)]
@@ -136,7 +157,10 @@ mod tests {
         let allowed = hosts(&["postgres://127.0.0.1", "redis://localhost:6380"]);
         assert!(allowed.allows("postgres", "127.0.0.1", 5432));
         assert!(!allowed.allows("postgres", "127.0.0.1", 5433));
-        assert!(!allowed.allows("redis", "127.0.0.1", 6380), "no DNS: localhost is not 127.0.0.1");
+        assert!(
+            !allowed.allows("redis", "127.0.0.1", 6380),
+            "no DNS: localhost is not 127.0.0.1"
+        );
         assert!(allowed.allows("redis", "localhost", 6380));
         assert!(!allowed.allows("redis", "localhost", 6379));
     }
@@ -147,22 +171,23 @@ mod tests {
         assert!(allowed.allows("https", "api.example.com", 1));
         assert!(!allowed.allows("https", "example.com", 443));
         assert!(allowed.allows("redis", "10.0.0.1", 7001));
-        assert!(!allowed.allows("redis", "10.0.0.1", 7002), "range end is exclusive");
+        assert!(
+            !allowed.allows("redis", "10.0.0.1", 7002),
+            "range end is exclusive"
+        );
     }
 
     #[test]
     fn rejects_malformed_entries() {
-        for bad in ["127.0.0.1:5432", "postgres://h/db", "rediss://h", "postgres://u@h", "*://h", "http://self"] {
+        for bad in [
+            "127.0.0.1:5432",
+            "postgres://h/db",
+            "rediss://h",
+            "postgres://u@h",
+            "*://h",
+            "http://self",
+        ] {
             assert!(AllowedHosts::parse(&[bad.to_string()]).is_err(), "{bad}");
         }
     }
-}
-
-/// Tell the operator, as Spin does, that a component was denied an address.
-pub fn report_denied(component: &str, destination: &str) {
-    tracing::error!(component, "Outbound network destination not allowed: {destination}");
-    eprintln!(
-        "Warning: A component tried to make an outbound network connection to disallowed destination '{destination}'.\n\
-         To allow this request, add 'allowed_outbound_hosts = [\"{destination}\"]' to the manifest component section."
-    );
 }

@@ -46,7 +46,9 @@ impl PgPools {
                 let manager = Manager::from_config(
                     config,
                     tokio_postgres::NoTls,
-                    ManagerConfig { recycling_method: RecyclingMethod::Clean },
+                    ManagerConfig {
+                        recycling_method: RecyclingMethod::Clean,
+                    },
                 );
                 Pool::builder(manager)
                     .max_size(POOL_SIZE)
@@ -66,7 +68,9 @@ impl InstanceState {
         let ports = config.get_ports();
         for (i, host) in config.get_hosts().iter().enumerate() {
             let tokio_postgres::config::Host::Tcp(host) = host else {
-                return Err(Error::ConnectionFailed("Unix sockets are not supported on WebAssembly".into()));
+                return Err(Error::ConnectionFailed(
+                    "Unix sockets are not supported on WebAssembly".into(),
+                ));
             };
             let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
             if !self.component.allowed_hosts.allows("postgres", host, port) {
@@ -75,11 +79,15 @@ impl InstanceState {
                     None => format!("postgres://{host}"),
                 };
                 crate::outbound::report_denied(&self.component.id, &shown);
-                return Err(Error::ConnectionFailed(format!("address {shown} is not permitted")));
+                return Err(Error::ConnectionFailed(format!(
+                    "address {shown} is not permitted"
+                )));
             }
         }
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(Error::ConnectionFailed("sslmode=require: TLS is not supported by this local host".into()));
+            return Err(Error::ConnectionFailed(
+                "sslmode=require: TLS is not supported by this local host".into(),
+            ));
         }
         let pool = self.component.pg_pools.pool_for(address, config);
         let client = pool
@@ -136,7 +144,10 @@ impl HostConnection for InstanceState {
             Ok(params) => params,
             Err(e) => return Ok(Err(Error::ValueConversionFailed(format!("{e:?}")))),
         };
-        Ok(client.execute(&statement, &as_refs(&params)).await.map_err(query_failed))
+        Ok(client
+            .execute(&statement, &as_refs(&params))
+            .await
+            .map_err(query_failed))
     }
 
     async fn drop(&mut self, connection: Resource<PgConnection>) -> wasmtime::Result<()> {
@@ -181,7 +192,10 @@ fn as_refs(params: &[Box<dyn ToSql + Send + Sync>]) -> Vec<&(dyn ToSql + Sync)> 
 fn infer_columns(row: &Row) -> Vec<Column> {
     row.columns()
         .iter()
-        .map(|column| Column { name: column.name().to_owned(), data_type: data_type(column.type_()) })
+        .map(|column| Column {
+            name: column.name().to_owned(),
+            data_type: data_type(column.type_()),
+        })
         .collect()
 }
 
@@ -214,7 +228,11 @@ fn convert_row(row: &Row) -> anyhow::Result<Vec<DbValue>> {
 }
 
 /// Read column `i` as `T`, mapping NULL to `db-null`.
-fn read<'a, T: FromSql<'a>>(row: &'a Row, i: usize, wrap: impl FnOnce(T) -> DbValue) -> anyhow::Result<DbValue> {
+fn read<'a, T: FromSql<'a>>(
+    row: &'a Row,
+    i: usize,
+    wrap: impl FnOnce(T) -> DbValue,
+) -> anyhow::Result<DbValue> {
     let value: Option<T> = row.try_get(i)?;
     Ok(value.map(wrap).unwrap_or(DbValue::DbNull))
 }
@@ -230,7 +248,9 @@ fn convert_value(row: &Row, i: usize) -> anyhow::Result<DbValue> {
         Type::FLOAT8 => read(row, i, DbValue::Floating64),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR => read(row, i, DbValue::Str),
         Type::BYTEA => read(row, i, DbValue::Binary),
-        Type::DATE => read(row, i, |d: NaiveDate| DbValue::Date((d.year(), d.month() as u8, d.day() as u8))),
+        Type::DATE => read(row, i, |d: NaiveDate| {
+            DbValue::Date((d.year(), d.month() as u8, d.day() as u8))
+        }),
         Type::TIME => read(row, i, |t: NaiveTime| {
             DbValue::Time((t.hour() as u8, t.minute() as u8, t.second() as u8, t.nanosecond()))
         }),
@@ -316,7 +336,8 @@ fn to_sql_parameter(value: &ParameterValue) -> anyhow::Result<Box<dyn ToSql + Se
             Box::new(NaiveDate::from_ymd_opt(*y, (*m).into(), (*d).into()).context("invalid date")?)
         }
         ParameterValue::Time((h, m, s, ns)) => Box::new(
-            NaiveTime::from_hms_nano_opt((*h).into(), (*m).into(), (*s).into(), *ns).context("invalid time")?,
+            NaiveTime::from_hms_nano_opt((*h).into(), (*m).into(), (*s).into(), *ns)
+                .context("invalid time")?,
         ),
         ParameterValue::Datetime((y, mo, d, h, mi, s, ns)) => Box::new(
             NaiveDate::from_ymd_opt(*y, (*mo).into(), (*d).into())
@@ -337,6 +358,8 @@ fn to_sql_parameter(value: &ParameterValue) -> anyhow::Result<Box<dyn ToSql + Se
         | ParameterValue::RangeInt64(_)
         | ParameterValue::RangeDecimal(_)
         | ParameterValue::ArrayDecimal(_)
-        | ParameterValue::Interval(_) => anyhow::bail!("this local host does not support range, decimal-array or interval parameters"),
+        | ParameterValue::Interval(_) => {
+            anyhow::bail!("this local host does not support range, decimal-array or interval parameters")
+        }
     })
 }

@@ -4,7 +4,9 @@
 //! `execute` replies flattened depth-first into a list (nesting is lost; an
 //! error anywhere in the reply fails the call).
 
-use crate::bindings::spin::fermyon::spin::redis::{Error, Host, HostConnection, Payload, RedisParameter, RedisResult};
+use crate::bindings::spin::fermyon::spin::redis::{
+    Error, Host, HostConnection, Payload, RedisParameter, RedisResult,
+};
 use crate::state::InstanceState;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Value};
@@ -17,7 +19,11 @@ pub struct RedisConnection {
 impl InstanceState {
     async fn open_redis(&mut self, address: &str) -> Result<RedisConnection, Error> {
         let url = url::Url::parse(address).map_err(|_| Error::InvalidAddress)?;
-        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let port = url.port().or_else(|| crate::outbound::default_port(url.scheme()));
         let allowed = port.is_some_and(|port| self.component.allowed_hosts.allows(url.scheme(), host, port));
         if !allowed {
@@ -67,22 +73,39 @@ impl HostConnection for InstanceState {
         Ok(conn.publish::<_, _, ()>(channel, payload).await.map_err(other))
     }
 
-    async fn get(&mut self, connection: Resource<RedisConnection>, key: String) -> wasmtime::Result<Result<Option<Payload>, Error>> {
+    async fn get(
+        &mut self,
+        connection: Resource<RedisConnection>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Payload>, Error>> {
         let mut conn = self.redis(&connection)?;
         Ok(conn.get(key).await.map_err(other))
     }
 
-    async fn set(&mut self, connection: Resource<RedisConnection>, key: String, value: Payload) -> wasmtime::Result<Result<(), Error>> {
+    async fn set(
+        &mut self,
+        connection: Resource<RedisConnection>,
+        key: String,
+        value: Payload,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let mut conn = self.redis(&connection)?;
         Ok(conn.set::<_, _, ()>(key, value).await.map_err(other))
     }
 
-    async fn incr(&mut self, connection: Resource<RedisConnection>, key: String) -> wasmtime::Result<Result<i64, Error>> {
+    async fn incr(
+        &mut self,
+        connection: Resource<RedisConnection>,
+        key: String,
+    ) -> wasmtime::Result<Result<i64, Error>> {
         let mut conn = self.redis(&connection)?;
         Ok(conn.incr(key, 1).await.map_err(other))
     }
 
-    async fn del(&mut self, connection: Resource<RedisConnection>, keys: Vec<String>) -> wasmtime::Result<Result<u32, Error>> {
+    async fn del(
+        &mut self,
+        connection: Resource<RedisConnection>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<u32, Error>> {
         let mut conn = self.redis(&connection)?;
         Ok(conn.del(keys).await.map_err(other))
     }
@@ -100,7 +123,11 @@ impl HostConnection for InstanceState {
         }))
     }
 
-    async fn smembers(&mut self, connection: Resource<RedisConnection>, key: String) -> wasmtime::Result<Result<Vec<String>, Error>> {
+    async fn smembers(
+        &mut self,
+        connection: Resource<RedisConnection>,
+        key: String,
+    ) -> wasmtime::Result<Result<Vec<String>, Error>> {
         let mut conn = self.redis(&connection)?;
         Ok(conn.smembers(key).await.map_err(other))
     }

@@ -50,7 +50,11 @@ pub struct RouteMatch<'a, T> {
 
 impl<T> Route<T> {
     pub fn new(raw: &str, target: T) -> Route<T> {
-        let mut based = if raw.starts_with('/') { raw.to_owned() } else { format!("/{raw}") };
+        let mut based = if raw.starts_with('/') {
+            raw.to_owned()
+        } else {
+            format!("/{raw}")
+        };
         if based.ends_with('/') {
             based.pop();
         }
@@ -73,17 +77,28 @@ impl<T> Route<T> {
                 other => other.clone(),
             })
             .collect();
-        Route { raw: raw.to_owned(), based, segments, target }
+        Route {
+            raw: raw.to_owned(),
+            based,
+            segments,
+            target,
+        }
     }
 
     /// `spin-component-route`: the raw route without a trailing `/...`.
     pub fn component_route(&self) -> &str {
-        self.raw.strip_suffix("/...").unwrap_or(if self.raw == "/..." { "" } else { &self.raw })
+        self.raw
+            .strip_suffix("/...")
+            .unwrap_or(if self.raw == "/..." { "" } else { &self.raw })
     }
 
     fn matches(&self, path: &str) -> Option<(String, Vec<(String, String)>)> {
         let trimmed = path.trim_matches('/');
-        let parts: Vec<&str> = if trimmed.is_empty() { Vec::new() } else { trimmed.split('/').collect() };
+        let parts: Vec<&str> = if trimmed.is_empty() {
+            Vec::new()
+        } else {
+            trimmed.split('/').collect()
+        };
         let mut params = Vec::new();
         for (i, segment) in self.segments.iter().enumerate() {
             match segment {
@@ -145,19 +160,23 @@ impl<T> Router<T> {
 
     /// The route Spin would pick for `path` (without query), if any.
     pub fn route(&self, path: &str) -> Option<RouteMatch<'_, T>> {
-        let mut best: Option<(&Route<T>, String, Vec<(String, String)>)> = None;
+        let mut best: Option<RouteMatch<'_, T>> = None;
         for route in &self.routes {
-            if let Some((path_info, params)) = route.matches(path) {
-                let better = match &best {
-                    None => true,
-                    Some((current, _, _)) => precedence(route, current) == Ordering::Less,
-                };
-                if better {
-                    best = Some((route, path_info, params));
-                }
+            let Some((path_info, params)) = route.matches(path) else {
+                continue;
+            };
+            if best
+                .as_ref()
+                .is_none_or(|b| precedence(route, b.route) == Ordering::Less)
+            {
+                best = Some(RouteMatch {
+                    route,
+                    path_info,
+                    params,
+                });
             }
         }
-        best.map(|(route, path_info, params)| RouteMatch { route, path_info, params })
+        best
     }
 }
 
@@ -175,12 +194,32 @@ mod tests {
 
     #[test]
     fn exact_beats_wildcard_and_longest_prefix_wins() {
-        let r = router(&["/...", "/api/v1/...", "/api/v1/products/...", "/api/v1/products/popular"]);
-        assert_eq!(pick(&r, "/api/v1/products/popular").unwrap().0, "/api/v1/products/popular");
-        assert_eq!(pick(&r, "/api/v1/products/42").unwrap(), ("/api/v1/products/...", "/42".into()));
-        assert_eq!(pick(&r, "/api/v1/products").unwrap(), ("/api/v1/products/...", "".into()));
-        assert_eq!(pick(&r, "/api/v1/products/").unwrap(), ("/api/v1/products/...", "/".into()));
-        assert_eq!(pick(&r, "/api/v1/nope/x").unwrap(), ("/api/v1/...", "/nope/x".into()));
+        let r = router(&[
+            "/...",
+            "/api/v1/...",
+            "/api/v1/products/...",
+            "/api/v1/products/popular",
+        ]);
+        assert_eq!(
+            pick(&r, "/api/v1/products/popular").unwrap().0,
+            "/api/v1/products/popular"
+        );
+        assert_eq!(
+            pick(&r, "/api/v1/products/42").unwrap(),
+            ("/api/v1/products/...", "/42".into())
+        );
+        assert_eq!(
+            pick(&r, "/api/v1/products").unwrap(),
+            ("/api/v1/products/...", "".into())
+        );
+        assert_eq!(
+            pick(&r, "/api/v1/products/").unwrap(),
+            ("/api/v1/products/...", "/".into())
+        );
+        assert_eq!(
+            pick(&r, "/api/v1/nope/x").unwrap(),
+            ("/api/v1/...", "/nope/x".into())
+        );
         assert_eq!(pick(&r, "/").unwrap(), ("/...", "/".into()));
     }
 
@@ -203,7 +242,11 @@ mod tests {
         assert_eq!(m.route.target, "/api/:id");
         assert_eq!(m.params, vec![("id".to_owned(), "7".to_owned())]);
         assert_eq!(pick(&r, "/api/7/8").unwrap().0, "/api/...");
-        assert_eq!(pick(&r, "/q/b").unwrap().0, "/q/...", "leftmost specific segment decides");
+        assert_eq!(
+            pick(&r, "/q/b").unwrap().0,
+            "/q/...",
+            "leftmost specific segment decides"
+        );
     }
 
     #[test]

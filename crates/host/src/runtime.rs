@@ -52,7 +52,8 @@ fn engine() -> Result<Engine> {
 fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     bindings::spin::spin::postgres::postgres::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     bindings::spin::fermyon::spin::redis::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
@@ -66,11 +67,17 @@ fn linker(engine: &Engine) -> Result<Linker<InstanceState>> {
 /// the same bytes and engine settings.
 fn compile(engine: &Engine, wasm_path: &Path, cache_dir: &Path) -> Result<Component> {
     let wasm = std::fs::read(wasm_path).with_context(|| {
-        format!("cannot read component {} (build it with ./dev build)", wasm_path.display())
+        format!(
+            "cannot read component {} (build it with ./dev build)",
+            wasm_path.display()
+        )
     })?;
     let mut hasher = Sha256::new();
     hasher.update(&wasm);
-    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut HashWriter(&mut hasher));
+    std::hash::Hash::hash(
+        &engine.precompile_compatibility_hash(),
+        &mut HashWriter(&mut hasher),
+    );
     let key: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let cached = cache_dir.join(format!("{key}.cwasm"));
     if cached.exists() {
@@ -129,8 +136,8 @@ impl Runtime {
                 .map(|entry| resolver.render(entry))
                 .collect::<Result<Vec<_>>>()
                 .with_context(|| format!("component {id:?}: allowed_outbound_hosts"))?;
-            let allowed_hosts =
-                AllowedHosts::parse(&allowed).with_context(|| format!("component {id:?}: allowed_outbound_hosts"))?;
+            let allowed_hosts = AllowedHosts::parse(&allowed)
+                .with_context(|| format!("component {id:?}: allowed_outbound_hosts"))?;
             let component = compile(&engine, &app.source_path(decl), cache_dir)?;
             let pre = linker
                 .instantiate_pre(&component)
@@ -140,7 +147,11 @@ impl Runtime {
                 id: id.clone(),
                 allowed_hosts,
                 variables,
-                environment: decl.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                environment: decl
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 pg_pools: Default::default(),
             });
             components.insert(id.clone(), Arc::new(LoadedComponent { context, pre }));
@@ -153,5 +164,10 @@ impl Runtime {
 pub fn cron_pre(component: &LoadedComponent) -> Result<bindings::cron::SpinCronPre<InstanceState>> {
     bindings::cron::SpinCronPre::new(component.pre.clone())
         .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .with_context(|| format!("component {:?} does not export handle-cron-event", component.context.id))
+        .with_context(|| {
+            format!(
+                "component {:?} does not export handle-cron-event",
+                component.context.id
+            )
+        })
 }

@@ -36,5 +36,9 @@ pub fn mint(request: &TokenRequest<'_>) -> Result<String> {
         iss: request.issuer.filter(|s| !s.is_empty()),
         aud: request.audience.filter(|s| !s.is_empty()),
     };
-    Ok(encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(request.secret.as_bytes()))?)
+    Ok(encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(request.secret.as_bytes()),
+    )?)
 }

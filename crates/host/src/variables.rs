@@ -29,7 +29,9 @@ impl Resolver {
         let dotenv: HashMap<String, String> = dotenvy::from_filename_iter(".env")
             .map(|entries| entries.filter_map(Result::ok).collect())
             .unwrap_or_default();
-        Resolver::from_lookup(manifest, |key| std::env::var(key).ok().or_else(|| dotenv.get(key).cloned()))
+        Resolver::from_lookup(manifest, |key| {
+            std::env::var(key).ok().or_else(|| dotenv.get(key).cloned())
+        })
     }
 
     pub fn from_lookup(manifest: &Manifest, lookup: impl Fn(&str) -> Option<String>) -> Result<Resolver> {
@@ -68,7 +70,10 @@ impl Resolver {
     }
 
     /// Resolve a component's `[component.x.variables]` table.
-    pub fn component_variables(&self, declared: &BTreeMap<String, String>) -> Result<HashMap<String, String>> {
+    pub fn component_variables(
+        &self,
+        declared: &BTreeMap<String, String>,
+    ) -> Result<HashMap<String, String>> {
         declared
             .iter()
             .map(|(name, template)| Ok((name.clone(), self.render(template)?)))
@@ -175,7 +180,8 @@ secret = { required = true }
             err.to_string(),
             r#"provider error: no provider resolved required variable(s): [Key("secret")]"#
         );
-        let resolver = Resolver::from_lookup(&manifest(), |k| (k == "SPIN_VARIABLE_SECRET").then(|| String::new())).unwrap();
+        let resolver =
+            Resolver::from_lookup(&manifest(), |k| (k == "SPIN_VARIABLE_SECRET").then(String::new)).unwrap();
         assert_eq!(resolver.render("{{ host }}").unwrap(), "127.0.0.1");
         assert_eq!(resolver.render("{{ secret }}").unwrap(), "");
     }

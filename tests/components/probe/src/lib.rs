@@ -16,9 +16,13 @@ fn handle(req: Request) -> Response {
         "/pg/roundtrip" => pg_roundtrip(),
         "/pg/timestamptz" => pg_timestamptz(),
         "/pg/unique" => pg_unique(),
-        "/pg/denied" => json!({ "error": format!("{:?}", pg4::Connection::open("postgres://postgres@127.0.0.2:5432/x").err()) }),
+        "/pg/denied" => {
+            json!({ "error": format!("{:?}", pg4::Connection::open("postgres://postgres@127.0.0.2:5432/x").err()) })
+        }
         "/redis/ops" => redis_ops(),
-        "/redis/denied" => json!({ "error": format!("{:?}", redis::Connection::open("redis://127.0.0.2:6379").err()) }),
+        "/redis/denied" => {
+            json!({ "error": format!("{:?}", redis::Connection::open("redis://127.0.0.2:6379").err()) })
+        }
         p if p.starts_with("/var/") => match variables::get(&p["/var/".len()..]) {
             Ok(value) => json!({ "ok": value }),
             Err(e) => json!({ "error": format!("{e:?}") }),
@@ -80,9 +84,18 @@ fn pg_roundtrip() -> Value {
     let inserted = db.execute(insert, &values).expect("insert values");
     let nulls = vec![ParameterValue::DbNull; 10];
     db.execute(insert, &nulls).expect("insert nulls");
-    let rows = db.query("SELECT * FROM probe_types ORDER BY i2 NULLS LAST", &[]).expect("select");
-    let empty = db.query("SELECT * FROM probe_types WHERE false", &[]).expect("empty select");
-    let wrong_type = db.execute("INSERT INTO probe_types (i4) VALUES ($1)", &[ParameterValue::Int64(1)]).err();
+    let rows = db
+        .query("SELECT * FROM probe_types ORDER BY i2 NULLS LAST", &[])
+        .expect("select");
+    let empty = db
+        .query("SELECT * FROM probe_types WHERE false", &[])
+        .expect("empty select");
+    let wrong_type = db
+        .execute(
+            "INSERT INTO probe_types (i4) VALUES ($1)",
+            &[ParameterValue::Int64(1)],
+        )
+        .err();
     json!({
         "inserted": inserted,
         "result": debug_rows(&rows),
@@ -94,17 +107,24 @@ fn pg_roundtrip() -> Value {
 /// Spin cannot read `timestamptz`; `AT TIME ZONE 'UTC'` can.
 fn pg_timestamptz() -> Value {
     let db = pg();
-    let raw = db.query("SELECT TIMESTAMPTZ '2026-11-28 07:42:14+09' AS at", &[]).err();
+    let raw = db
+        .query("SELECT TIMESTAMPTZ '2026-11-28 07:42:14+09' AS at", &[])
+        .err();
     let utc = db
-        .query("SELECT TIMESTAMPTZ '2026-11-28 07:42:14+09' AT TIME ZONE 'UTC' AS at", &[])
+        .query(
+            "SELECT TIMESTAMPTZ '2026-11-28 07:42:14+09' AT TIME ZONE 'UTC' AS at",
+            &[],
+        )
         .map(|rows| debug_rows(&rows));
-    json!({ "raw": format!("{raw:?}"), "utc": utc.map_err(|e| format!("{e:?}")).map_or_else(Value::String, |v| v) })
+    json!({ "raw": format!("{raw:?}"), "utc": utc.map_err(|e| format!("{e:?}")).unwrap_or_else(Value::String) })
 }
 
 fn pg_unique() -> Value {
     let db = pg();
-    db.execute("CREATE TEMPORARY TABLE probe_unique (k int8 PRIMARY KEY)", &[]).expect("create");
-    db.execute("INSERT INTO probe_unique VALUES (1)", &[]).expect("first insert");
+    db.execute("CREATE TEMPORARY TABLE probe_unique (k int8 PRIMARY KEY)", &[])
+        .expect("create");
+    db.execute("INSERT INTO probe_unique VALUES (1)", &[])
+        .expect("first insert");
     match db.execute("INSERT INTO probe_unique VALUES (1)", &[]) {
         Err(pg4::PgError::QueryFailed(pg4::QueryError::DbError(e))) => json!({
             "code": e.code, "severity": e.severity, "message": e.message,
@@ -115,10 +135,11 @@ fn pg_unique() -> Value {
 }
 
 fn redis_ops() -> Value {
-    let redis = redis::Connection::open(&variables::get("redis_url").expect("redis_url")).expect("open redis");
+    let redis =
+        redis::Connection::open(&variables::get("redis_url").expect("redis_url")).expect("open redis");
     let script = "return {redis.call('INCRBY', KEYS[1], ARGV[1]), 'x', {1, 2}}";
     json!({
-        "set": format!("{:?}", redis.set("probe:k", &b"v1".to_vec())),
+        "set": format!("{:?}", redis.set("probe:k", b"v1".as_ref())),
         "get": format!("{:?}", redis.get("probe:k")),
         "get_missing": format!("{:?}", redis.get("probe:missing")),
         "incr": format!("{:?}", redis.incr("probe:n")),

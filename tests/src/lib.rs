@@ -185,6 +185,8 @@ impl Host {
                 "EDGE_HOST_LOG",
                 std::env::var("EDGE_HOST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            // Small pools: tests run in parallel against one Postgres (max_connections 100).
+            .env("EDGE_HOST_PG_POOL_SIZE", "8")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
             .spawn()

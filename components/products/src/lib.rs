@@ -4,9 +4,10 @@ use commerce::page::{split_page, Cursor, Limit};
 use commerce::product::NewProduct;
 use commerce::ErrorCode;
 use edge::input::{json_body, query_param};
-use edge::pg::{column, Db};
+use edge::pg::{column, first, Db};
+use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
-use edge::{auth, respond, ApiResult, Problem};
+use edge::{auth, ApiResult, Problem};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
@@ -56,13 +57,6 @@ impl Product {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Page<T> {
-    items: Vec<T>,
-    next_cursor: Option<String>,
-}
-
 fn list_products(req: &Request, _: &Params) -> ApiResult {
     let limit = Limit::parse(query_param(req, "limit")?.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let cursor = Cursor::parse(query_param(req, "cursor")?.as_deref())?;
@@ -87,12 +81,7 @@ fn get_product(_: &Request, params: &Params) -> ApiResult {
     let id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
     let db = Db::connect()?;
     let rows = db.query(GET_PRODUCT, &[ParameterValue::Int64(id)])?;
-    let product = rows
-        .rows()
-        .next()
-        .map(|row| Product::from_row(&row))
-        .transpose()?;
-    match product {
+    match first(&rows, Product::from_row)? {
         Some(product) => Ok(respond::ok(&product)),
         None => Err(Problem::new(
             ErrorCode::ProductNotFound,
@@ -122,12 +111,8 @@ fn create_product(req: &Request, _: &Params) -> ApiResult {
             ParameterValue::Int64(product.stock),
         ],
     )?;
-    let created = rows
-        .rows()
-        .next()
-        .map(|row| Product::from_row(&row))
-        .transpose()?
-        .ok_or_else(|| Problem::unavailable("the insert returned no row"))?;
+    let created =
+        first(&rows, Product::from_row)?.ok_or_else(|| Problem::unavailable("the insert returned no row"))?;
     let mut response = respond::json(201, &created);
     response.set_header("location", format!("/api/v1/products/{}", created.id));
     Ok(response)

@@ -3,74 +3,66 @@
 
 use std::fmt;
 
-/// One stable error code. The HTTP status and title belong to the code, so a
-/// code always answers with the same status wherever it is raised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    InvalidRequest,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    PayloadTooLarge,
-    ServiceUnavailable,
-    ProductNotFound,
+/// Declares every code once: variant, `code` string, HTTP status and title.
+macro_rules! error_codes {
+    ($($variant:ident => ($code:literal, $status:literal, $title:literal),)*) => {
+        /// One stable error code. The HTTP status and title belong to the code, so a
+        /// code always answers with the same status wherever it is raised.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, for documentation and tests that walk the whole contract.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The `code` member of the problem document.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+
+            /// The HTTP status this code is always answered with.
+            pub fn status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $status,)*
+                }
+            }
+
+            /// A short human-readable summary (the problem's `title`).
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $title,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    // Conventions of every endpoint.
+    InvalidRequest => ("INVALID_REQUEST", 400, "The request is not valid"),
+    Unauthorized => ("UNAUTHORIZED", 401, "Authentication is required"),
+    Forbidden => ("FORBIDDEN", 403, "This action is not allowed for the caller"),
+    NotFound => ("NOT_FOUND", 404, "No such resource"),
+    MethodNotAllowed => ("METHOD_NOT_ALLOWED", 405, "Method not allowed on this resource"),
+    PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413, "The request body is too large"),
+    ServiceUnavailable => ("SERVICE_UNAVAILABLE", 503, "The service is temporarily unavailable"),
+    // Idempotency.
+    IdempotencyKeyRequired => ("IDEMPOTENCY_KEY_REQUIRED", 400, "An Idempotency-Key header is required"),
+    RequestInProgress => ("REQUEST_IN_PROGRESS", 409, "A request with this Idempotency-Key is still in progress"),
+    IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", 422, "This Idempotency-Key was used with a different request"),
+    // Wallet (§1).
+    InvalidChargeUnit => ("INVALID_CHARGE_UNIT", 400, "The amount is not a positive multiple of 1,000 KRW"),
+    ChargeLimitExceeded => ("CHARGE_LIMIT_EXCEEDED", 400, "The amount exceeds the per-charge limit"),
+    BalanceLimitExceeded => ("BALANCE_LIMIT_EXCEEDED", 409, "The balance would exceed its limit"),
+    // Products (§2).
+    ProductNotFound => ("PRODUCT_NOT_FOUND", 404, "Product not found"),
 }
 
 impl ErrorCode {
-    /// Every code, for documentation and tests that walk the whole contract.
-    pub const ALL: &'static [ErrorCode] = &[
-        ErrorCode::InvalidRequest,
-        ErrorCode::Unauthorized,
-        ErrorCode::Forbidden,
-        ErrorCode::NotFound,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::ServiceUnavailable,
-        ErrorCode::ProductNotFound,
-    ];
-
-    /// The `code` member of the problem document.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidRequest => "INVALID_REQUEST",
-            ErrorCode::Unauthorized => "UNAUTHORIZED",
-            ErrorCode::Forbidden => "FORBIDDEN",
-            ErrorCode::NotFound => "NOT_FOUND",
-            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
-            ErrorCode::ProductNotFound => "PRODUCT_NOT_FOUND",
-        }
-    }
-
-    /// The HTTP status this code is always answered with.
-    pub fn status(self) -> u16 {
-        match self {
-            ErrorCode::InvalidRequest => 400,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound | ErrorCode::ProductNotFound => 404,
-            ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::ServiceUnavailable => 503,
-        }
-    }
-
-    /// A short human-readable summary (the problem's `title`).
-    pub fn title(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidRequest => "The request is not valid",
-            ErrorCode::Unauthorized => "Authentication is required",
-            ErrorCode::Forbidden => "This action is not allowed for the caller",
-            ErrorCode::NotFound => "No such resource",
-            ErrorCode::MethodNotAllowed => "Method not allowed on this resource",
-            ErrorCode::PayloadTooLarge => "The request body is too large",
-            ErrorCode::ServiceUnavailable => "The service is temporarily unavailable",
-            ErrorCode::ProductNotFound => "Product not found",
-        }
-    }
-
     /// The problem `type` URI: stable, one per code.
     pub fn type_uri(self) -> String {
         format!(

@@ -7,8 +7,10 @@
 //! tested natively (`cargo test -p commerce`).
 
 pub mod error;
+pub mod idempotency;
 pub mod ids;
 pub mod page;
 pub mod product;
+pub mod wallet;
 
 pub use error::{ErrorCode, Rejection};

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod idempotency;
 pub mod input;
 pub mod pg;
 pub mod problem;

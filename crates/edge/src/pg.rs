@@ -74,3 +74,11 @@ pub fn utc(row: &Row<'_>, name: &str) -> Result<String, Problem> {
         .and_utc()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
+
+/// Map the first row of `rows`, if there is one.
+pub fn first<T>(
+    rows: &RowSet,
+    map: impl FnOnce(&Row<'_>) -> Result<T, Problem>,
+) -> Result<Option<T>, Problem> {
+    rows.rows().next().map(|row| map(&row)).transpose()
+}

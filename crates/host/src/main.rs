@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use edge_host::manifest::App;
-use edge_host::runtime::{default_cache_dir, Runtime};
+use edge_host::runtime::{default_cache_dir, Runtime, Settings};
 use edge_host::variables::Resolver;
 use edge_host::{cron_trigger, http_trigger, migrate, token};
 use std::path::PathBuf;
@@ -33,6 +33,9 @@ enum Command {
         /// Where compiled components are cached between runs.
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Connections per Postgres pool (per component and address); Spin's is 64.
+        #[arg(long, env = "EDGE_HOST_PG_POOL_SIZE", default_value_t = edge_host::pg::DEFAULT_POOL_SIZE)]
+        pg_pool_size: usize,
     },
     /// Apply the migrations in `migrations/` next to the manifest.
     Migrate {
@@ -70,7 +73,17 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Up { listen, cache_dir } => up(app, &listen, cache_dir).await,
+            Command::Up {
+                listen,
+                cache_dir,
+                pg_pool_size,
+            } => {
+                let settings = Settings {
+                    cache_dir: cache_dir.unwrap_or_else(|| default_cache_dir(&app)),
+                    pg_pool_size,
+                };
+                up(app, &listen, settings).await
+            }
             Command::Migrate {
                 database_url,
                 demo_data,
@@ -102,10 +115,9 @@ fn main() -> Result<()> {
     })
 }
 
-async fn up(app: App, listen: &str, cache_dir: Option<PathBuf>) -> Result<()> {
+async fn up(app: App, listen: &str, settings: Settings) -> Result<()> {
     let resolver = Resolver::from_env(&app.manifest)?;
-    let cache_dir = cache_dir.unwrap_or_else(|| default_cache_dir(&app));
-    let runtime = Runtime::load(&app, &resolver, &cache_dir)?;
+    let runtime = Runtime::load(&app, &resolver, &settings)?;
     let trigger = Arc::new(http_trigger::HttpTrigger::new(&app, &runtime)?);
     let cron_tasks: Vec<_> = cron_trigger::jobs(&app, &runtime)?
         .into_iter()

@@ -25,8 +25,8 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 use tokio_postgres::Row;
 use wasmtime::component::Resource;
 
-/// Connections per pool, as in Spin.
-const POOL_SIZE: usize = 64;
+/// Connections per pool unless configured: Spin's fixed size.
+pub const DEFAULT_POOL_SIZE: usize = 64;
 
 /// A guest's open connection: a pooled client, returned to its pool on drop.
 pub struct PgConnection {
@@ -34,12 +34,24 @@ pub struct PgConnection {
 }
 
 /// The pools of one component, by address.
-#[derive(Debug, Default)]
-pub struct PgPools(Mutex<HashMap<String, Pool>>);
+#[derive(Debug)]
+pub struct PgPools {
+    size: usize,
+    pools: Mutex<HashMap<String, Pool>>,
+}
 
 impl PgPools {
+    /// Pools of at most `size` connections each (Spin's newer runtime config
+    /// has the same knob, `[outbound_pg] max_connections`).
+    pub fn new(size: usize) -> PgPools {
+        PgPools {
+            size,
+            pools: Mutex::default(),
+        }
+    }
+
     fn pool_for(&self, address: &str, config: tokio_postgres::Config) -> Pool {
-        let mut pools = self.0.lock().expect("pool map lock poisoned");
+        let mut pools = self.pools.lock().expect("pool map lock poisoned");
         pools
             .entry(address.to_owned())
             .or_insert_with(|| {
@@ -51,7 +63,7 @@ impl PgPools {
                     },
                 );
                 Pool::builder(manager)
-                    .max_size(POOL_SIZE)
+                    .max_size(self.size)
                     .runtime(deadpool_postgres::Runtime::Tokio1)
                     .build()
                     .expect("a pool with a runtime always builds")

@@ -6,6 +6,7 @@
 use crate::bindings;
 use crate::manifest::App;
 use crate::outbound::AllowedHosts;
+use crate::pg::PgPools;
 use crate::state::{ComponentContext, InstanceState};
 use crate::variables::Resolver;
 use anyhow::{Context, Result};
@@ -27,6 +28,14 @@ impl LoadedComponent {
     pub fn new_store(&self) -> Store<InstanceState> {
         Store::new(self.pre.engine(), InstanceState::new(self.context.clone()))
     }
+}
+
+/// Host settings that are not part of the app (Spin's runtime config).
+pub struct Settings {
+    /// Where compiled components are cached between runs.
+    pub cache_dir: PathBuf,
+    /// Connections per Postgres pool (per component, per address).
+    pub pg_pool_size: usize,
 }
 
 /// Every component of the app, by id.
@@ -122,7 +131,7 @@ pub fn default_cache_dir(app: &App) -> PathBuf {
 impl Runtime {
     /// Load every component the triggers use, resolving variables and
     /// allow-lists up front so configuration errors stop start-up.
-    pub fn load(app: &App, resolver: &Resolver, cache_dir: &Path) -> Result<Runtime> {
+    pub fn load(app: &App, resolver: &Resolver, settings: &Settings) -> Result<Runtime> {
         let engine = engine()?;
         let linker = linker(&engine)?;
         let mut components = HashMap::new();
@@ -138,7 +147,7 @@ impl Runtime {
                 .with_context(|| format!("component {id:?}: allowed_outbound_hosts"))?;
             let allowed_hosts = AllowedHosts::parse(&allowed)
                 .with_context(|| format!("component {id:?}: allowed_outbound_hosts"))?;
-            let component = compile(&engine, &app.source_path(decl), cache_dir)?;
+            let component = compile(&engine, &app.source_path(decl), &settings.cache_dir)?;
             let pre = linker
                 .instantiate_pre(&component)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))
@@ -152,7 +161,7 @@ impl Runtime {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                pg_pools: Default::default(),
+                pg_pools: PgPools::new(settings.pg_pool_size),
             });
             components.insert(id.clone(), Arc::new(LoadedComponent { context, pre }));
         }

@@ -1,0 +1,205 @@
+//! SPEC §1, the wallet: balance, idempotent charges, and the ledger.
+
+use commerce::page::{split_page, Cursor, Limit};
+use commerce::wallet::{balance_limit_exceeded, ChargeAmount, MAX_BALANCE};
+use edge::auth::{self, Caller};
+use edge::idempotency::{self, Claim};
+use edge::input::{json_body, query_param};
+use edge::pg::{column, first, utc, Db};
+use edge::respond::{self, Page};
+use edge::router::{dispatch, get, post, Params};
+use edge::{ApiResult, Problem};
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::pg4::{ParameterValue, Row};
+
+/// The idempotency scope of charges.
+const CHARGE_ROUTE: &str = "wallet.charge";
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+const GET_BALANCE: &str = "SELECT balance FROM wallets WHERE user_id = $1";
+
+/// Invariants 1 (money) and 5 (one key, one effect), in one statement: the
+/// wallet is credited only while the cap holds, and only together with its
+/// ledger row, whose (user, key) is unique — a repeated key fails as a whole.
+const CHARGE: &str = "
+WITH credited AS (
+    INSERT INTO wallets AS w (user_id, balance) VALUES ($1, $2)
+    ON CONFLICT (user_id) DO UPDATE SET balance = w.balance + EXCLUDED.balance, updated_at = now()
+        WHERE w.balance + EXCLUDED.balance <= $3
+    RETURNING balance
+)
+INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, charge_key, request_fingerprint)
+SELECT $1, 'CHARGE', $2, balance, $4, $5 FROM credited
+RETURNING charge_id::text AS charge_id, user_id, amount, balance_after,
+          created_at AT TIME ZONE 'UTC' AS created_at, request_fingerprint";
+
+/// The charge a key already made (the Postgres backstop of idempotency).
+const CHARGE_BY_KEY: &str = "
+SELECT charge_id::text AS charge_id, user_id, amount, balance_after,
+       created_at AT TIME ZONE 'UTC' AS created_at, request_fingerprint
+FROM wallet_ledger WHERE user_id = $1 AND charge_key = $2";
+
+const LIST_LEDGER: &str = "
+SELECT id, kind, amount, balance_after, order_id, created_at AT TIME ZONE 'UTC' AS created_at
+FROM wallet_ledger WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
+
+/// The unique constraint that makes a repeated charge key fail.
+const ONE_CHARGE_PER_KEY: &str = "23505";
+
+#[http_component]
+fn handle(req: Request) -> Response {
+    dispatch(
+        req,
+        &[
+            get("/api/v1/wallet", balance),
+            post("/api/v1/wallet/charges", charge),
+            get("/api/v1/wallet/transactions", transactions),
+        ],
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Balance {
+    user_id: i64,
+    balance: i64,
+}
+
+fn balance(req: &Request, _: &Params) -> ApiResult {
+    let caller = auth::authenticate(req)?;
+    let db = Db::connect()?;
+    let rows = db.query(GET_BALANCE, &[ParameterValue::Int64(caller.user_id)])?;
+    let balance = first(&rows, |row| column::<i64>(row, "balance"))?.unwrap_or(0);
+    Ok(respond::ok(&Balance {
+        user_id: caller.user_id,
+        balance,
+    }))
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ChargeRequest {
+    amount: i64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Charge {
+    charge_id: String,
+    user_id: i64,
+    amount: i64,
+    balance: i64,
+    charged_at: String,
+}
+
+/// A charge row and the fingerprint of the request that made it.
+fn charge_from_row(row: &Row<'_>) -> Result<(Charge, String), Problem> {
+    let charge = Charge {
+        charge_id: column(row, "charge_id")?,
+        user_id: column(row, "user_id")?,
+        amount: column(row, "amount")?,
+        balance: column(row, "balance_after")?,
+        charged_at: utc(row, "created_at")?,
+    };
+    Ok((charge, column(row, "request_fingerprint")?))
+}
+
+fn charge(req: &Request, _: &Params) -> ApiResult {
+    let caller = auth::authenticate(req)?;
+    let key = idempotency::key_of(req)?;
+    let request: ChargeRequest = json_body(req)?;
+    let amount = ChargeAmount::new(request.amount)?;
+    let fingerprint = idempotency::fingerprint(CHARGE_ROUTE, &request);
+    match idempotency::claim(&caller, CHARGE_ROUTE, key, fingerprint)? {
+        Claim::Answered(response) => Ok(response),
+        Claim::Owned(owned) => {
+            let outcome = perform_charge(&caller, amount, owned.key.as_str(), &owned.fingerprint);
+            Ok(owned.finish(outcome))
+        }
+    }
+}
+
+fn perform_charge(caller: &Caller, amount: ChargeAmount, key: &str, fingerprint: &str) -> ApiResult {
+    let db = Db::connect()?;
+    let params = [
+        ParameterValue::Int64(caller.user_id),
+        ParameterValue::Int64(amount.get()),
+        ParameterValue::Int64(MAX_BALANCE),
+        ParameterValue::Str(key.to_owned()),
+        ParameterValue::Str(fingerprint.to_owned()),
+    ];
+    match db.query(CHARGE, &params) {
+        Ok(rows) => match first(&rows, charge_from_row)? {
+            Some((charge, _)) => Ok(respond::json(201, &charge)),
+            None => Err(balance_limit_exceeded().into()),
+        },
+        Err(e) if e.sqlstate() == Some(ONE_CHARGE_PER_KEY) => {
+            // Redis had lost the key: the charge exists; answer with it.
+            let rows = db.query(
+                CHARGE_BY_KEY,
+                &[
+                    ParameterValue::Int64(caller.user_id),
+                    ParameterValue::Str(key.to_owned()),
+                ],
+            )?;
+            match first(&rows, charge_from_row)? {
+                Some((charge, stored)) if stored == fingerprint => Ok(idempotency::replay(
+                    201,
+                    "application/json",
+                    respond::to_json(&charge),
+                )),
+                Some(_) => Err(idempotency::reused()),
+                None => Err(Problem::unavailable(
+                    "the charge for this key is not readable yet",
+                )),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry {
+    id: i64,
+    #[serde(rename = "type")]
+    kind: String,
+    amount: i64,
+    balance_after: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<i64>,
+    created_at: String,
+}
+
+fn transactions(req: &Request, _: &Params) -> ApiResult {
+    let caller = auth::authenticate(req)?;
+    let limit = Limit::parse(query_param(req, "limit")?.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let before = Cursor::parse(query_param(req, "cursor")?.as_deref())?.map_or(i64::MAX, |c| c.after_id);
+    let db = Db::connect()?;
+    let rows = db.query(
+        LIST_LEDGER,
+        &[
+            ParameterValue::Int64(caller.user_id),
+            ParameterValue::Int64(before),
+            ParameterValue::Int64(i64::from(limit.get()) + 1),
+        ],
+    )?;
+    let entries = rows
+        .rows()
+        .map(|row| {
+            Ok(Entry {
+                id: column(&row, "id")?,
+                kind: column(&row, "kind")?,
+                amount: column(&row, "amount")?,
+                balance_after: column(&row, "balance_after")?,
+                order_id: column(&row, "order_id")?,
+                created_at: utc(&row, "created_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, Problem>>()?;
+    let (items, next_cursor) = split_page(entries, limit, |e| e.id);
+    Ok(respond::ok(&Page { items, next_cursor }))
+}

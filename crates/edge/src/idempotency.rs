@@ -1,0 +1,235 @@
+//! Idempotency keys (SPEC "Conventions"), shared by every route that has an
+//! effect worth doing once: wallet charges and orders.
+//!
+//! The fast path is Redis. The first request with a key claims it with an
+//! in-flight record that is a **lease** (60 s), processes, and replaces the
+//! claim with its final response for 24 h. A second request with the key gets
+//! the stored response replayed byte for byte (`Idempotent-Replayed: true`),
+//! `409 REQUEST_IN_PROGRESS` while the first is in flight, or
+//! `422 IDEMPOTENCY_KEY_REUSED` when its body differs. A `5xx` releases the
+//! claim so the client may retry.
+//!
+//! Redis is only the fast path: the durable guarantee is a Postgres unique
+//! constraint on (user, key) on the effect itself, which each route checks and
+//! answers from (see `wallet`'s charge). So when Redis is down or has lost the
+//! key, requests still go through, and a repeat finds the effect in Postgres.
+
+use crate::auth::Caller;
+use crate::redis::{text, Script};
+use crate::Problem;
+use commerce::idempotency::IdempotencyKey;
+use commerce::ErrorCode;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use spin_sdk::http::{Request, Response};
+use spin_sdk::redis::{Connection, RedisParameter};
+
+/// How long an in-flight claim blocks its key if its request never finishes.
+const LEASE_MILLIS: i64 = 60_000;
+/// How long a final response is kept for replay.
+const RETENTION_SECONDS: i64 = 24 * 60 * 60;
+
+/// One key, one effect: the first request takes the key; everyone else reads
+/// what is there (an in-flight claim or a final response).
+const CLAIM: &str = r"
+local existing = redis.call('GET', KEYS[1])
+if existing then return existing end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+";
+
+/// Store the final response only while the claim is still ours: an expired
+/// lease may have been taken by a retry since.
+const COMPLETE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// Give the key back after a failure with no effect, only if the claim is ours.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// The header that marks a replayed answer.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+/// The key header of `req`, validated (`400` when missing or malformed).
+pub fn key_of(req: &Request) -> Result<IdempotencyKey, Problem> {
+    Ok(IdempotencyKey::parse(
+        req.header("idempotency-key").map(|v| v.as_bytes()),
+    )?)
+}
+
+/// A stable digest of what the request asks for (its validated content, so
+/// whitespace or key order in the JSON do not make it "different").
+pub fn fingerprint(route: &str, request: &impl Serialize) -> String {
+    let canonical = serde_json::to_vec(request).expect("requests serialise");
+    hex(&Sha256::new()
+        .chain_update(route)
+        .chain_update([0])
+        .chain_update(canonical)
+        .finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The outcome of claiming a key.
+pub enum Claim {
+    /// This request owns the key: do the work, then [`Owned::finish`].
+    Owned(Owned),
+    /// Answer this without doing anything (a replay, `409` or `422`).
+    Answered(Response),
+}
+
+/// A claimed key.
+pub struct Owned {
+    pub key: IdempotencyKey,
+    pub fingerprint: String,
+    /// `None` when Redis was unavailable: the Postgres backstop still holds.
+    redis: Option<(Connection, String, String)>,
+}
+
+/// Claim `key` for `caller` on `route` (a stable name, e.g. `wallet.charge`).
+pub fn claim(
+    caller: &Caller,
+    route: &str,
+    key: IdempotencyKey,
+    fingerprint: String,
+) -> Result<Claim, Problem> {
+    let redis_key = format!(
+        "idem:{route}:{}:{}",
+        caller.user_id,
+        hex(&Sha256::digest(key.as_str().as_bytes()))
+    );
+    let in_flight = format!("v1 inflight {fingerprint} {}", random_token());
+    let claimed = crate::redis::connect().and_then(|redis| {
+        let reply = Script::new(CLAIM)
+            .run(
+                &redis,
+                &[&redis_key],
+                &[
+                    RedisParameter::Binary(in_flight.clone().into_bytes()),
+                    RedisParameter::Int64(LEASE_MILLIS),
+                ],
+            )
+            .map_err(crate::redis::unavailable)?;
+        Ok((redis, reply.first().and_then(text)))
+    });
+    match claimed {
+        Ok((redis, None)) => Ok(Claim::Owned(Owned {
+            key,
+            fingerprint,
+            redis: Some((redis, redis_key, in_flight)),
+        })),
+        Ok((_, Some(existing))) => Ok(Claim::Answered(answer_existing(&existing, &fingerprint)?)),
+        Err(problem) => {
+            eprintln!(
+                "idempotency fast path unavailable, relying on the Postgres backstop: {}",
+                problem.detail
+            );
+            Ok(Claim::Owned(Owned {
+                key,
+                fingerprint,
+                redis: None,
+            }))
+        }
+    }
+}
+
+/// What to answer when the key is already taken.
+fn answer_existing(record: &str, fingerprint: &str) -> Result<Response, Problem> {
+    let (header, body) = record.split_once('\n').unwrap_or((record, ""));
+    let fields: Vec<&str> = header.split(' ').collect();
+    match fields.as_slice() {
+        ["v1", _, stored, ..] if *stored != fingerprint => Err(reused()),
+        ["v1", "inflight", ..] => Err(Problem::new(
+            ErrorCode::RequestInProgress,
+            "a request with this Idempotency-Key is still being processed; retry later",
+        )
+        .with_header("retry-after", "1")),
+        ["v1", "done", _, status, content_type] => {
+            let status: u16 = status
+                .parse()
+                .map_err(|_| Problem::unavailable("a stored response is corrupt"))?;
+            Ok(replay(status, content_type, body.as_bytes().to_vec()))
+        }
+        _ => Err(Problem::unavailable("a stored idempotency record is corrupt")),
+    }
+}
+
+/// `422 IDEMPOTENCY_KEY_REUSED`.
+pub fn reused() -> Problem {
+    Problem::new(
+        ErrorCode::IdempotencyKeyReused,
+        "this Idempotency-Key was already used with a different request",
+    )
+}
+
+/// A stored answer sent again, marked as a replay.
+pub fn replay(status: u16, content_type: &str, body: Vec<u8>) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header(REPLAYED, "true")
+        .body(body)
+        .build()
+}
+
+impl Owned {
+    /// Keep the final answer for replays (`2xx`, `4xx`), or release the key
+    /// after a `5xx` (no effect happened, the client may retry). Returns the
+    /// answer to send now.
+    pub fn finish(self, outcome: Result<Response, Problem>) -> Response {
+        let response = outcome.unwrap_or_else(Problem::into_response);
+        let Some((redis, redis_key, in_flight)) = self.redis else {
+            return response;
+        };
+        let status = *response.status();
+        // A replay built from Postgres is already a final answer; storing it is harmless.
+        let result = if status >= 500 {
+            Script::new(RELEASE).run(
+                &redis,
+                &[&redis_key],
+                &[RedisParameter::Binary(in_flight.into_bytes())],
+            )
+        } else {
+            let content_type = response
+                .header("content-type")
+                .and_then(|v| v.as_str())
+                .unwrap_or("application/json")
+                .to_owned();
+            let mut record = format!("v1 done {} {status} {content_type}\n", self.fingerprint).into_bytes();
+            record.extend_from_slice(response.body());
+            Script::new(COMPLETE).run(
+                &redis,
+                &[&redis_key],
+                &[
+                    RedisParameter::Binary(in_flight.into_bytes()),
+                    RedisParameter::Binary(record),
+                    RedisParameter::Int64(RETENTION_SECONDS),
+                ],
+            )
+        };
+        if let Err(e) = result {
+            // The effect (if any) is durable in Postgres; a lost record only
+            // means a repeat is answered from there instead.
+            eprintln!("could not record the idempotent outcome: {e:?}");
+        }
+        response
+    }
+}
+
+/// An unguessable token so a claim is recognisably ours.
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the host provides randomness");
+    hex(&bytes)
+}

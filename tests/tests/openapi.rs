@@ -77,9 +77,94 @@ async fn real_responses_match_the_served_openapi_document() {
         &app.get("/api/v1/products/x", None).await.unwrap(),
     );
 
+    // Wallet (§1).
+    let user_token = Some(user.as_str());
+    check(
+        "GET",
+        "/api/v1/wallet",
+        &app.get("/api/v1/wallet", user_token).await.unwrap(),
+    );
+    check(
+        "GET",
+        "/api/v1/wallet",
+        &app.get("/api/v1/wallet", None).await.unwrap(),
+    );
+    let charge = |key: String, body: serde_json::Value| {
+        let user = user.clone();
+        let app = &app;
+        async move {
+            let mut headers = vec![("content-type", "application/json")];
+            if !key.is_empty() {
+                headers.push(("idempotency-key", key.as_str()));
+            }
+            app.request(
+                reqwest::Method::POST,
+                "/api/v1/wallet/charges",
+                Some(&user),
+                &headers,
+                Some(body.to_string().into_bytes()),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    for (key, body) in [
+        ("c1", json!({"amount": 1000})),
+        ("c1", json!({"amount": 1000})),
+        ("c1", json!({"amount": 2000})),
+        ("", json!({"amount": 1000})),
+        ("c2", json!({"amount": 999})),
+        ("c3", json!({"amount": 2_000_000})),
+    ] {
+        check(
+            "POST",
+            "/api/v1/wallet/charges",
+            &charge(key.to_owned(), body).await,
+        );
+    }
+    for i in 0..10 {
+        charge(format!("fill-{i}"), json!({"amount": 1_000_000})).await;
+    }
+    check(
+        "POST",
+        "/api/v1/wallet/charges",
+        &charge("over-cap".into(), json!({"amount": 1000})).await,
+    );
+    check(
+        "GET",
+        "/api/v1/wallet/transactions",
+        &app.get("/api/v1/wallet/transactions?limit=2", user_token)
+            .await
+            .unwrap(),
+    );
+    check(
+        "GET",
+        "/api/v1/wallet/transactions",
+        &app.get("/api/v1/wallet/transactions?limit=500", user_token)
+            .await
+            .unwrap(),
+    );
+
     let documented: BTreeSet<(String, String)> = contract.operations().into_iter().collect();
     assert_eq!(
         exercised, documented,
         "every documented operation is exercised here"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_error_codes_are_exactly_the_domain_codes() {
+    let app = TestApp::start(1).await.unwrap();
+    let doc = app.get("/api/v1/openapi.json", None).await.unwrap().body;
+    let documented: BTreeSet<String> = doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    let domain: BTreeSet<String> = commerce::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    assert_eq!(documented, domain);
 }

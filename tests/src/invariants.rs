@@ -62,10 +62,87 @@ pub async fn stock(db: &tokio_postgres::Client) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Invariant 3 (coupons), in Postgres: issued ≤ quantity, the count on the
+/// coupon equals the rows, at most one per (coupon, user) (a constraint), and
+/// a USED user coupon names its order.
+pub async fn coupons(db: &tokio_postgres::Client) -> Result<Vec<String>> {
+    let rows = db
+        .query(
+            "SELECT c.id, c.total_quantity, c.issued_count, count(uc.id) AS rows
+             FROM coupons c LEFT JOIN user_coupons uc ON uc.coupon_id = c.id
+             GROUP BY c.id HAVING count(uc.id) <> c.issued_count OR count(uc.id) > c.total_quantity",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            format!(
+                "coupon {}: quantity {} counted {} rows {}",
+                r.get::<_, i64>("id"),
+                r.get::<_, i64>("total_quantity"),
+                r.get::<_, i64>("issued_count"),
+                r.get::<_, i64>("rows")
+            )
+        })
+        .collect())
+}
+
+/// Invariant 3 in Redis, once quiet: for every coupon whose keys exist,
+/// `remaining + issued = totalQuantity` and the issued set is exactly the
+/// users Postgres recorded.
+pub async fn coupon_keys(db: &tokio_postgres::Client, redis: &mut redis::Connection) -> Result<Vec<String>> {
+    let mut violations = Vec::new();
+    for row in db.query("SELECT id, total_quantity FROM coupons", &[]).await? {
+        let (id, total): (i64, i64) = (row.get(0), row.get(1));
+        let remaining: Option<i64> = redis::cmd("GET")
+            .arg(format!("coupon:{{{id}}}:remaining"))
+            .query(redis)?;
+        let Some(remaining) = remaining else { continue };
+        let mut members: Vec<i64> = redis::cmd("SMEMBERS")
+            .arg(format!("coupon:{{{id}}}:issued"))
+            .query(redis)?;
+        members.sort_unstable();
+        let mut recorded: Vec<i64> = db
+            .query("SELECT user_id FROM user_coupons WHERE coupon_id = $1", &[&id])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        recorded.sort_unstable();
+        if remaining + recorded.len() as i64 != total {
+            violations.push(format!(
+                "coupon {id}: redis remaining {remaining} + issued {} != {total}",
+                recorded.len()
+            ));
+        }
+        if members != recorded {
+            violations.push(format!(
+                "coupon {id}: redis issued set differs from Postgres ({} vs {})",
+                members.len(),
+                recorded.len()
+            ));
+        }
+    }
+    Ok(violations)
+}
+
 /// Every invariant; panics listing the violations.
 pub async fn assert_all(db: &tokio_postgres::Client) {
     let mut violations = money(db).await.expect("money invariant query");
     violations.extend(stock(db).await.expect("stock invariant query"));
+    violations.extend(coupons(db).await.expect("coupon invariant query"));
+    assert!(
+        violations.is_empty(),
+        "invariants broken:\n{}",
+        violations.join("\n")
+    );
+}
+
+/// Every invariant including the Redis side of coupons (call once quiet).
+pub async fn assert_all_with_redis(db: &tokio_postgres::Client, redis: &mut redis::Connection) {
+    assert_all(db).await;
+    let violations = coupon_keys(db, redis).await.expect("coupon keys check");
     assert!(
         violations.is_empty(),
         "invariants broken:\n{}",

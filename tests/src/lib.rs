@@ -9,6 +9,7 @@
 
 pub mod contract;
 pub mod invariants;
+pub mod private;
 
 use anyhow::{bail, Context, Result};
 use jsonwebtoken::{encode, EncodingKey, Header};
@@ -56,14 +57,21 @@ pub fn host_binary() -> PathBuf {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    server: String,
 }
 
 impl TestDb {
+    /// A database on the shared test server.
     pub async fn create() -> Result<TestDb> {
+        TestDb::create_on(&pg_server_url()).await
+    }
+
+    /// A database on the server at `server` (a URL without a database).
+    pub async fn create_on(server: &str) -> Result<TestDb> {
         let name = format!("edge_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = connect(&format!("{}/postgres", pg_server_url())).await?;
+        let admin = connect(&format!("{server}/postgres")).await?;
         admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
-        let url = format!("{}/{name}", pg_server_url());
+        let url = format!("{server}/{name}");
         let status = Command::new(host_binary())
             .args([
                 "-f",
@@ -78,13 +86,17 @@ impl TestDb {
         if !status.success() {
             bail!("migrations failed for {name}");
         }
-        Ok(TestDb { name, url })
+        Ok(TestDb {
+            name,
+            url,
+            server: server.to_owned(),
+        })
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, server) = (self.name.clone(), self.server.clone());
         // Drop runs outside any async context we can borrow: use a small runtime.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -92,7 +104,7 @@ impl Drop for TestDb {
                 .build()
                 .ok()?;
             runtime.block_on(async {
-                let admin = connect(&format!("{}/postgres", pg_server_url())).await.ok()?;
+                let admin = connect(&format!("{server}/postgres")).await.ok()?;
                 admin
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .await
@@ -263,8 +275,24 @@ pub struct TestApp {
     pub hosts: Vec<Host>,
     pub client: reqwest::Client,
     pub db: TestDb,
-    pub redis: RedisSlot,
+    /// The Redis the app uses (a claimed logical database unless private).
+    pub redis_url: String,
+    _redis_slot: Option<RedisSlot>,
+    manifest: PathBuf,
+    env: Vec<(String, String)>,
     next: AtomicUsize,
+}
+
+/// How to start a [`TestApp`].
+#[derive(Default)]
+pub struct Options<'a> {
+    pub instances: usize,
+    /// Extra environment for the hosts (e.g. `SPIN_VARIABLE_*` overrides).
+    pub env: &'a [(&'a str, &'a str)],
+    /// A Postgres server URL (no database) instead of the shared one.
+    pub pg_server: Option<String>,
+    /// A Redis URL instead of a claimed logical database of the shared one.
+    pub redis_url: Option<String>,
 }
 
 /// A response: status, headers and the parsed JSON body (`Null` when empty).
@@ -309,17 +337,50 @@ impl TestApp {
         TestApp::start_with(instances, &[]).await
     }
 
-    pub async fn start_with(instances: usize, extra_env: &[(&str, &str)]) -> Result<TestApp> {
-        let db = TestDb::create().await?;
-        let redis = RedisSlot::claim()?;
+    pub async fn start_with(instances: usize, env: &[(&str, &str)]) -> Result<TestApp> {
+        TestApp::start_opts(Options {
+            instances,
+            env,
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub async fn start_opts(options: Options<'_>) -> Result<TestApp> {
+        let db = match &options.pg_server {
+            Some(server) => TestDb::create_on(server).await?,
+            None => TestDb::create().await?,
+        };
+        let (redis_url, redis_slot) = match options.redis_url {
+            Some(url) => (url, None),
+            None => {
+                let slot = RedisSlot::claim()?;
+                (slot.url.clone(), Some(slot))
+            }
+        };
+        let pg_host = db
+            .url
+            .split('@')
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_owned();
+        let redis_host = redis_url
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let mut env = vec![
             ("SPIN_VARIABLE_PG_URL".to_owned(), db.url.clone()),
-            ("SPIN_VARIABLE_REDIS_URL".to_owned(), redis.url.clone()),
+            ("SPIN_VARIABLE_PG_HOST".to_owned(), pg_host),
+            ("SPIN_VARIABLE_REDIS_URL".to_owned(), redis_url.clone()),
+            ("SPIN_VARIABLE_REDIS_HOST".to_owned(), redis_host),
             ("SPIN_VARIABLE_JWT_SECRET".to_owned(), SECRET.to_owned()),
         ];
-        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env.extend(options.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let manifest = workspace_dir().join("spin.toml");
-        let hosts = (0..instances)
+        let hosts = (0..options.instances.max(1))
             .map(|_| Host::start(&manifest, &env))
             .collect::<Result<Vec<_>>>()?;
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
@@ -327,9 +388,18 @@ impl TestApp {
             hosts,
             client,
             db,
-            redis,
+            redis_url,
+            _redis_slot: redis_slot,
+            manifest,
+            env,
             next: AtomicUsize::new(0),
         })
+    }
+
+    /// Start one more instance of the app (e.g. to replace a killed one).
+    pub fn add_instance(&mut self) -> Result<()> {
+        self.hosts.push(Host::start(&self.manifest, &self.env)?);
+        Ok(())
     }
 
     /// A base URL, rotating over the instances so consecutive calls spread.
@@ -343,7 +413,7 @@ impl TestApp {
     }
 
     pub fn redis(&self) -> Result<redis::Connection> {
-        Ok(redis::Client::open(self.redis.url.as_str())?.get_connection()?)
+        Ok(redis::Client::open(self.redis_url.as_str())?.get_connection()?)
     }
 
     /// Send a request to the next instance.

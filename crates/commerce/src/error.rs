@@ -60,6 +60,11 @@ error_codes! {
     BalanceLimitExceeded => ("BALANCE_LIMIT_EXCEEDED", 409, "The balance would exceed its limit"),
     // Products (§2).
     ProductNotFound => ("PRODUCT_NOT_FOUND", 404, "Product not found"),
+    // Coupons (§3).
+    CouponNotFound => ("COUPON_NOT_FOUND", 404, "Coupon not found"),
+    CouponSoldOut => ("COUPON_SOLD_OUT", 409, "All coupons have been issued"),
+    CouponAlreadyIssued => ("COUPON_ALREADY_ISSUED", 409, "This user already has this coupon"),
+    CouponNotIssuable => ("COUPON_NOT_ISSUABLE", 409, "The coupon is outside its issue window"),
 }
 
 impl ErrorCode {

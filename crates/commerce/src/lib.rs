@@ -6,6 +6,7 @@
 //! only then talk to Postgres or Redis. Every rule is written once, here, and
 //! tested natively (`cargo test -p commerce`).
 
+pub mod coupon;
 pub mod error;
 pub mod idempotency;
 pub mod ids;

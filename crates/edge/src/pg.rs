@@ -6,6 +6,7 @@
 
 use crate::config::variable;
 use crate::Problem;
+use chrono::{DateTime, Utc};
 use spin_sdk::pg4::{Connection, Decode, ParameterValue, PgError, QueryError, Row, RowSet};
 
 /// An open connection to the app's database.
@@ -67,12 +68,41 @@ pub fn column<T: Decode>(row: &Row<'_>, name: &str) -> Result<T, Problem> {
         .ok_or_else(|| Problem::unavailable(format!("unexpected value in column {name}")))
 }
 
-/// A UTC time read as `col AT TIME ZONE 'UTC'`, in RFC 3339.
-pub fn utc(row: &Row<'_>, name: &str) -> Result<String, Problem> {
+/// A time read as `col AT TIME ZONE 'UTC'`.
+pub fn instant(row: &Row<'_>, name: &str) -> Result<DateTime<Utc>, Problem> {
     let naive: chrono::NaiveDateTime = column(row, name)?;
-    Ok(naive
-        .and_utc()
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    Ok(naive.and_utc())
+}
+
+/// A time read as `col AT TIME ZONE 'UTC'`, in RFC 3339 (microseconds, `Z`).
+pub fn utc(row: &Row<'_>, name: &str) -> Result<String, Problem> {
+    Ok(rfc3339(instant(row, name)?))
+}
+
+/// An optional time read as `col AT TIME ZONE 'UTC'`, in RFC 3339.
+pub fn utc_opt(row: &Row<'_>, name: &str) -> Result<Option<String>, Problem> {
+    let naive: Option<chrono::NaiveDateTime> = column(row, name)?;
+    Ok(naive.map(|t| rfc3339(t.and_utc())))
+}
+
+/// How every time is written in answers.
+pub fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A UTC time as a parameter: bind it as `$n::timestamp AT TIME ZONE 'UTC'`
+/// (Spin's datetime parameter only binds to `timestamp`).
+pub fn utc_param(time: DateTime<Utc>) -> ParameterValue {
+    use chrono::{Datelike, Timelike};
+    ParameterValue::Datetime((
+        time.year(),
+        time.month() as u8,
+        time.day() as u8,
+        time.hour() as u8,
+        time.minute() as u8,
+        time.second() as u8,
+        time.nanosecond(),
+    ))
 }
 
 /// Map the first row of `rows`, if there is one.

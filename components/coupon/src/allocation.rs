@@ -1,0 +1,125 @@
+//! The first-come-first-served decision, in Redis.
+//!
+//! Per coupon, `coupon:{id}:remaining` (units left) and `coupon:{id}:issued`
+//! (the users who have one). The `{id}` hash tag keeps both keys in one slot
+//! so the scripts also run on Redis Cluster. Postgres stays the record of what
+//! was issued, and guards the quantity too (see `PERSIST_ISSUE`); these keys are
+//! the fast, atomic front door, rebuilt from Postgres when missing.
+
+use edge::redis::{unavailable, Script};
+use edge::Problem;
+use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
+
+/// Invariant 3: never more than the quantity, never two per user — decided in
+/// one atomic step. Replies -1 when the keys are missing (rebuild first), 0
+/// issued, 1 already issued to this user, 2 sold out.
+const DECIDE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 1 end
+if tonumber(redis.call('GET', KEYS[1])) <= 0 then return 2 end
+redis.call('DECR', KEYS[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 0
+";
+
+/// Undo one `DECIDE` whose issue could not be persisted. With ARGV[2] = 1 the
+/// user's slot is given back too, and the unit only if the slot was still
+/// there (so a rebuild in between cannot be credited twice); with 0 the user
+/// keeps the slot (Postgres says they do have one) and only the unit returns.
+const COMPENSATE: &str = r"
+if ARGV[2] == '1' then
+  if redis.call('SREM', KEYS[2], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('INCR', KEYS[1])
+  end
+elseif redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCR', KEYS[1])
+end
+return 1
+";
+
+/// Seed the keys from a Postgres snapshot — only if they do not exist (SET NX
+/// semantics: keys that exist are newer than any snapshot). ARGV: remaining,
+/// expiry (Unix ms), then the users who already have the coupon.
+const REBUILD: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2])
+for i = 3, #ARGV, 1000 do
+  redis.call('SADD', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+if #ARGV >= 3 then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
+return 1
+";
+
+/// What the script decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Missing,
+    Issued,
+    AlreadyIssued,
+    SoldOut,
+}
+
+/// The coupon's two keys.
+pub struct Allocation {
+    redis: Connection,
+    remaining: String,
+    issued: String,
+}
+
+impl Allocation {
+    pub fn open(coupon_id: i64) -> Result<Allocation, Problem> {
+        Ok(Allocation {
+            redis: edge::redis::connect()?,
+            remaining: format!("coupon:{{{coupon_id}}}:remaining"),
+            issued: format!("coupon:{{{coupon_id}}}:issued"),
+        })
+    }
+
+    fn keys(&self) -> [&str; 2] {
+        [&self.remaining, &self.issued]
+    }
+
+    pub fn decide(&self, user_id: i64) -> Result<Decision, Problem> {
+        let reply = Script::new(DECIDE)
+            .run(&self.redis, &self.keys(), &[RedisParameter::Int64(user_id)])
+            .map_err(unavailable)?;
+        match reply.as_slice() {
+            [RedisResult::Int64(-1)] => Ok(Decision::Missing),
+            [RedisResult::Int64(0)] => Ok(Decision::Issued),
+            [RedisResult::Int64(1)] => Ok(Decision::AlreadyIssued),
+            [RedisResult::Int64(2)] => Ok(Decision::SoldOut),
+            other => Err(Problem::unavailable(format!(
+                "unexpected reply from the coupon script: {other:?}"
+            ))),
+        }
+    }
+
+    /// Give back what `decide` took; `release_user` also frees the user's slot.
+    pub fn compensate(&self, user_id: i64, release_user: bool) -> Result<(), Problem> {
+        Script::new(COMPENSATE)
+            .run(
+                &self.redis,
+                &self.keys(),
+                &[
+                    RedisParameter::Int64(user_id),
+                    RedisParameter::Int64(i64::from(release_user)),
+                ],
+            )
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    /// Seed the keys unless they exist; `expires_at_ms` is when they may go.
+    pub fn rebuild(&self, remaining: i64, expires_at_ms: i64, users: &[i64]) -> Result<(), Problem> {
+        let mut args = vec![
+            RedisParameter::Int64(remaining),
+            RedisParameter::Int64(expires_at_ms),
+        ];
+        args.extend(users.iter().map(|u| RedisParameter::Int64(*u)));
+        Script::new(REBUILD)
+            .run(&self.redis, &self.keys(), &args)
+            .map(drop)
+            .map_err(unavailable)
+    }
+}

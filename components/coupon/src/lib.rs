@@ -1,0 +1,416 @@
+//! SPEC §3, first-come-first-served coupons: admin create, public detail,
+//! issue (decided in Redis, recorded in Postgres), and the user's coupons.
+
+mod allocation;
+
+use allocation::{Allocation, Decision};
+use chrono::{DateTime, Duration, Utc};
+use commerce::coupon::{check_issuable, user_coupon_status, CouponInput, NewCoupon};
+use commerce::page::{split_page, Cursor, Limit};
+use commerce::ErrorCode;
+use edge::auth;
+use edge::input::{json_body, query_param};
+use edge::pg::{column, first, instant, rfc3339, utc, utc_opt, utc_param, Db};
+use edge::respond::{self, Page};
+use edge::router::{dispatch, get, post, Params};
+use edge::{ApiResult, Problem};
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::pg4::{ParameterValue, Row};
+
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+/// Redis keys outlive the issue window by this much, then go.
+const KEYS_OUTLIVE_WINDOW: Duration = Duration::days(1);
+
+/// The coupon columns every answer needs, times read as UTC (Spin cannot read `timestamptz`).
+const COUPON_COLUMNS: &str = "c.id, c.name, c.discount_type, c.discount_value, c.max_discount,
+    c.min_order_amount, c.total_quantity, c.issued_count,
+    c.issue_starts_at AT TIME ZONE 'UTC' AS issue_starts_at,
+    c.issue_ends_at AT TIME ZONE 'UTC' AS issue_ends_at,
+    c.expires_at AT TIME ZONE 'UTC' AS expires_at";
+
+const INSERT_COUPON: &str = "
+INSERT INTO coupons AS c (name, discount_type, discount_value, max_discount, min_order_amount,
+                          total_quantity, issue_starts_at, issue_ends_at, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7::timestamp AT TIME ZONE 'UTC', $8::timestamp AT TIME ZONE 'UTC',
+        $9::timestamp AT TIME ZONE 'UTC')
+RETURNING ";
+
+/// A coupon, with the database's clock (one clock for every instance).
+const GET_COUPON: &str = "SELECT now() AT TIME ZONE 'UTC' AS now, ";
+
+/// Invariant 3, durably: the issue is counted on the coupon row only while
+/// below the quantity, and recorded once per (coupon, user) — both or neither.
+const PERSIST_ISSUE: &str = "
+WITH counted AS (
+    UPDATE coupons SET issued_count = issued_count + 1
+    WHERE id = $1 AND issued_count < total_quantity
+    RETURNING id
+)
+INSERT INTO user_coupons (coupon_id, user_id) SELECT id, $2 FROM counted
+RETURNING id, issued_at AT TIME ZONE 'UTC' AS issued_at";
+
+/// One consistent snapshot to rebuild the Redis keys from.
+const ALLOCATION_SNAPSHOT: &str = "
+SELECT c.total_quantity - c.issued_count AS remaining,
+       c.issue_ends_at AT TIME ZONE 'UTC' AS issue_ends_at,
+       coalesce(array_agg(uc.user_id) FILTER (WHERE uc.user_id IS NOT NULL), '{}') AS users
+FROM coupons c LEFT JOIN user_coupons uc ON uc.coupon_id = c.id
+WHERE c.id = $1
+GROUP BY c.id";
+
+const LIST_USER_COUPONS: &str = "
+SELECT now() AT TIME ZONE 'UTC' AS now, uc.id AS user_coupon_id, uc.status, uc.order_id,
+       uc.issued_at AT TIME ZONE 'UTC' AS issued_at, uc.used_at AT TIME ZONE 'UTC' AS used_at, ";
+
+/// The unique (coupon, user) constraint: this user already has the coupon.
+const UNIQUE_VIOLATION: &str = "23505";
+
+#[http_component]
+fn handle(req: Request) -> Response {
+    dispatch(
+        req,
+        &[
+            post("/api/v1/admin/coupons", create_coupon),
+            get("/api/v1/coupons/{id}", get_coupon),
+            post("/api/v1/coupons/{id}/issue", issue_coupon),
+            get("/api/v1/me/coupons", my_coupons),
+        ],
+    )
+}
+
+/// A coupon as stored.
+struct CouponRecord {
+    id: i64,
+    name: String,
+    discount_type: String,
+    discount_value: i64,
+    max_discount: Option<i64>,
+    min_order_amount: i64,
+    total_quantity: i64,
+    issued_count: i64,
+    issue_starts_at: DateTime<Utc>,
+    issue_ends_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl CouponRecord {
+    /// Read the columns of `COUPON_COLUMNS`.
+    fn from_row(row: &Row<'_>) -> Result<CouponRecord, Problem> {
+        Ok(CouponRecord {
+            id: column(row, "id")?,
+            name: column(row, "name")?,
+            discount_type: column(row, "discount_type")?,
+            discount_value: column(row, "discount_value")?,
+            max_discount: column(row, "max_discount")?,
+            min_order_amount: column(row, "min_order_amount")?,
+            total_quantity: column(row, "total_quantity")?,
+            issued_count: column(row, "issued_count")?,
+            issue_starts_at: instant(row, "issue_starts_at")?,
+            issue_ends_at: instant(row, "issue_ends_at")?,
+            expires_at: instant(row, "expires_at")?,
+        })
+    }
+
+    fn view(&self) -> Coupon {
+        Coupon {
+            id: self.id,
+            name: self.name.clone(),
+            discount_type: self.discount_type.clone(),
+            discount_value: self.discount_value,
+            max_discount: self.max_discount,
+            min_order_amount: self.min_order_amount,
+            total_quantity: self.total_quantity,
+            remaining: self.total_quantity - self.issued_count,
+            issue_starts_at: rfc3339(self.issue_starts_at),
+            issue_ends_at: rfc3339(self.issue_ends_at),
+            expires_at: rfc3339(self.expires_at),
+        }
+    }
+
+    /// The answer for a user's copy of this coupon.
+    fn user_view(&self, user_coupon: UserCouponState) -> UserCoupon {
+        UserCoupon {
+            user_coupon_id: user_coupon.id,
+            coupon_id: self.id,
+            name: self.name.clone(),
+            discount_type: self.discount_type.clone(),
+            discount_value: self.discount_value,
+            max_discount: self.max_discount,
+            min_order_amount: self.min_order_amount,
+            status: user_coupon_status(user_coupon.used, self.expires_at, user_coupon.now),
+            issued_at: user_coupon.issued_at,
+            expires_at: rfc3339(self.expires_at),
+            used_at: user_coupon.used_at,
+            order_id: user_coupon.order_id,
+        }
+    }
+}
+
+/// A user's copy of a coupon, as stored, and the time it is looked at.
+struct UserCouponState {
+    id: i64,
+    used: bool,
+    issued_at: String,
+    used_at: Option<String>,
+    order_id: Option<i64>,
+    now: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Coupon {
+    id: i64,
+    name: String,
+    discount_type: String,
+    discount_value: i64,
+    max_discount: Option<i64>,
+    min_order_amount: i64,
+    total_quantity: i64,
+    remaining: i64,
+    issue_starts_at: String,
+    issue_ends_at: String,
+    expires_at: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateCoupon {
+    name: String,
+    discount_type: String,
+    discount_value: i64,
+    #[serde(default)]
+    max_discount: Option<i64>,
+    #[serde(default)]
+    min_order_amount: i64,
+    total_quantity: i64,
+    issue_starts_at: String,
+    issue_ends_at: String,
+    expires_at: String,
+}
+
+fn not_found(id: i64) -> Problem {
+    Problem::new(ErrorCode::CouponNotFound, format!("no coupon with id {id}"))
+}
+
+fn create_coupon(req: &Request, _: &Params) -> ApiResult {
+    auth::authenticate_admin(req)?;
+    let body: CreateCoupon = json_body(req)?;
+    let coupon = NewCoupon::new(CouponInput {
+        name: &body.name,
+        discount_type: &body.discount_type,
+        discount_value: body.discount_value,
+        max_discount: body.max_discount,
+        min_order_amount: body.min_order_amount,
+        total_quantity: body.total_quantity,
+        issue_starts_at: &body.issue_starts_at,
+        issue_ends_at: &body.issue_ends_at,
+        expires_at: &body.expires_at,
+    })?;
+    let db = Db::connect()?;
+    let rows = db.query(
+        &format!("{INSERT_COUPON}{COUPON_COLUMNS}"),
+        &[
+            ParameterValue::Str(coupon.name.clone()),
+            ParameterValue::Str(coupon.discount.kind.as_str().to_owned()),
+            ParameterValue::Int64(coupon.discount.value),
+            coupon
+                .discount
+                .max_discount
+                .map_or(ParameterValue::DbNull, ParameterValue::Int64),
+            ParameterValue::Int64(coupon.discount.min_order_amount),
+            ParameterValue::Int64(coupon.total_quantity),
+            utc_param(coupon.issue_starts_at),
+            utc_param(coupon.issue_ends_at),
+            utc_param(coupon.expires_at),
+        ],
+    )?;
+    let created = first(&rows, CouponRecord::from_row)?
+        .ok_or_else(|| Problem::unavailable("the insert returned no row"))?;
+    // Prime the stock in Redis. If this fails the first issue rebuilds it, so
+    // the coupon is created either way.
+    let primed = Allocation::open(created.id).and_then(|allocation| {
+        allocation.rebuild(created.total_quantity, keys_expiry(coupon.issue_ends_at), &[])
+    });
+    if let Err(problem) = primed {
+        eprintln!(
+            "coupon {} created but not primed in Redis: {}",
+            created.id, problem.detail
+        );
+    }
+    let mut response = respond::json(201, &created.view());
+    response.set_header("location", format!("/api/v1/coupons/{}", created.id));
+    Ok(response)
+}
+
+fn keys_expiry(issue_ends_at: DateTime<Utc>) -> i64 {
+    (issue_ends_at + KEYS_OUTLIVE_WINDOW).timestamp_millis()
+}
+
+fn get_coupon(_: &Request, params: &Params) -> ApiResult {
+    let id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
+    let db = Db::connect()?;
+    let rows = db.query(
+        &format!("{GET_COUPON}{COUPON_COLUMNS} FROM coupons c WHERE c.id = $1"),
+        &[ParameterValue::Int64(id)],
+    )?;
+    match first(&rows, CouponRecord::from_row)? {
+        Some(coupon) => Ok(respond::ok(&coupon.view())),
+        None => Err(not_found(id)),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserCoupon {
+    user_coupon_id: i64,
+    coupon_id: i64,
+    name: String,
+    discount_type: String,
+    discount_value: i64,
+    max_discount: Option<i64>,
+    min_order_amount: i64,
+    status: &'static str,
+    issued_at: String,
+    expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    used_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<i64>,
+}
+
+fn issue_coupon(req: &Request, params: &Params) -> ApiResult {
+    let caller = auth::authenticate(req)?;
+    let id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
+    let db = Db::connect()?;
+    let rows = db.query(
+        &format!("{GET_COUPON}{COUPON_COLUMNS} FROM coupons c WHERE c.id = $1"),
+        &[ParameterValue::Int64(id)],
+    )?;
+    let Some((coupon, now)) = first(&rows, |row| {
+        Ok((CouponRecord::from_row(row)?, instant(row, "now")?))
+    })?
+    else {
+        return Err(not_found(id));
+    };
+    check_issuable(now, coupon.issue_starts_at, coupon.issue_ends_at)?;
+
+    let allocation = Allocation::open(id)?;
+    let mut decision = allocation.decide(caller.user_id)?;
+    if decision == Decision::Missing {
+        rebuild(&db, &allocation, id)?;
+        decision = allocation.decide(caller.user_id)?;
+    }
+    match decision {
+        Decision::Issued => {}
+        Decision::AlreadyIssued => return Err(already_issued()),
+        Decision::SoldOut => return Err(sold_out()),
+        Decision::Missing => return Err(Problem::unavailable("the coupon's stock could not be loaded")),
+    }
+
+    let persisted = db.query(
+        PERSIST_ISSUE,
+        &[ParameterValue::Int64(id), ParameterValue::Int64(caller.user_id)],
+    );
+    let outcome = match &persisted {
+        Ok(rows) => match first(rows, |row| {
+            Ok((column::<i64>(row, "id")?, utc(row, "issued_at")?))
+        }) {
+            Ok(Some(issued)) => Ok(issued),
+            // Postgres counted the quantity out although Redis had a unit: Redis was behind.
+            Ok(None) => Err((sold_out(), true)),
+            Err(problem) => Err((problem, true)),
+        },
+        // Postgres knows this user has one although Redis did not: keep the slot.
+        Err(e) if e.sqlstate() == Some(UNIQUE_VIOLATION) => Err((already_issued(), false)),
+        Err(_) => Err((
+            Problem::unavailable("the coupon could not be recorded; nothing was issued"),
+            true,
+        )),
+    };
+    match outcome {
+        Ok((user_coupon_id, issued_at)) => {
+            let state = UserCouponState {
+                id: user_coupon_id,
+                used: false,
+                issued_at,
+                used_at: None,
+                order_id: None,
+                now,
+            };
+            Ok(respond::json(201, &coupon.user_view(state)))
+        }
+        Err((problem, release_user)) => {
+            if let Err(e) = allocation.compensate(caller.user_id, release_user) {
+                eprintln!(
+                    "coupon {id}: could not give back a unit for user {}: {}",
+                    caller.user_id, e.detail
+                );
+            }
+            Err(problem)
+        }
+    }
+}
+
+fn already_issued() -> Problem {
+    Problem::new(ErrorCode::CouponAlreadyIssued, "you already have this coupon")
+}
+
+fn sold_out() -> Problem {
+    Problem::new(ErrorCode::CouponSoldOut, "all coupons have been issued")
+}
+
+/// Seed Redis from one Postgres snapshot (a no-op if another instance did first).
+fn rebuild(db: &Db, allocation: &Allocation, id: i64) -> Result<(), Problem> {
+    let rows = db.query(ALLOCATION_SNAPSHOT, &[ParameterValue::Int64(id)])?;
+    let snapshot = first(&rows, |row| {
+        let users: Vec<Option<i64>> = column(row, "users")?;
+        Ok((
+            column::<i64>(row, "remaining")?,
+            instant(row, "issue_ends_at")?,
+            users,
+        ))
+    })?;
+    let Some((remaining, ends, users)) = snapshot else {
+        return Err(not_found(id));
+    };
+    let users: Vec<i64> = users.into_iter().flatten().collect();
+    allocation.rebuild(remaining, keys_expiry(ends), &users)
+}
+
+fn my_coupons(req: &Request, _: &Params) -> ApiResult {
+    let caller = auth::authenticate(req)?;
+    let limit = Limit::parse(query_param(req, "limit")?.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let before = Cursor::parse(query_param(req, "cursor")?.as_deref())?.map_or(i64::MAX, |c| c.after_id);
+    let db = Db::connect()?;
+    let rows = db.query(
+        &format!(
+            "{LIST_USER_COUPONS}{COUPON_COLUMNS} FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id
+             WHERE uc.user_id = $1 AND uc.id < $2 ORDER BY uc.id DESC LIMIT $3"
+        ),
+        &[
+            ParameterValue::Int64(caller.user_id),
+            ParameterValue::Int64(before),
+            ParameterValue::Int64(i64::from(limit.get()) + 1),
+        ],
+    )?;
+    let coupons = rows
+        .rows()
+        .map(|row| {
+            let coupon = CouponRecord::from_row(&row)?;
+            let status: String = column(&row, "status")?;
+            Ok(coupon.user_view(UserCouponState {
+                id: column(&row, "user_coupon_id")?,
+                used: status == "USED",
+                issued_at: utc(&row, "issued_at")?,
+                used_at: utc_opt(&row, "used_at")?,
+                order_id: column(&row, "order_id")?,
+                now: instant(&row, "now")?,
+            }))
+        })
+        .collect::<Result<Vec<_>, Problem>>()?;
+    let (items, next_cursor) = split_page(coupons, limit, |c| c.user_coupon_id);
+    Ok(respond::ok(&Page { items, next_cursor }))
+}

@@ -1,0 +1,337 @@
+//! Coupons (SPEC §3): what an admin may create, when a coupon may be issued,
+//! what a user coupon's status is, and what discount it gives (SPEC §4).
+
+use crate::{ErrorCode, Rejection};
+use chrono::{DateTime, Utc};
+
+/// How a coupon discounts an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscountType {
+    /// A fixed number of KRW off.
+    Fixed,
+    /// A percentage (1–100) off, optionally capped.
+    Rate,
+}
+
+impl DiscountType {
+    pub fn parse(text: &str) -> Result<DiscountType, Rejection> {
+        match text {
+            "FIXED" => Ok(DiscountType::Fixed),
+            "RATE" => Ok(DiscountType::Rate),
+            _ => Err(Rejection::invalid("discountType", "must be FIXED or RATE")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscountType::Fixed => "FIXED",
+            DiscountType::Rate => "RATE",
+        }
+    }
+}
+
+/// The discount rule of a coupon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Discount {
+    pub kind: DiscountType,
+    /// KRW for `Fixed`, percent for `Rate`.
+    pub value: i64,
+    /// The most a `Rate` coupon takes off.
+    pub max_discount: Option<i64>,
+    /// The order total (before discount) must be at least this.
+    pub min_order_amount: i64,
+}
+
+/// A validated coupon to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCoupon {
+    pub name: String,
+    pub discount: Discount,
+    pub total_quantity: i64,
+    pub issue_starts_at: DateTime<Utc>,
+    pub issue_ends_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An admin's input, as received.
+#[derive(Debug, Clone)]
+pub struct CouponInput<'a> {
+    pub name: &'a str,
+    pub discount_type: &'a str,
+    pub discount_value: i64,
+    pub max_discount: Option<i64>,
+    pub min_order_amount: i64,
+    pub total_quantity: i64,
+    pub issue_starts_at: &'a str,
+    pub issue_ends_at: &'a str,
+    pub expires_at: &'a str,
+}
+
+/// Parse an RFC 3339 time, naming the field when it is not one.
+pub fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, Rejection> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| Rejection::invalid(field, "must be an RFC 3339 date-time, e.g. 2026-12-01T00:00:00Z"))
+}
+
+impl NewCoupon {
+    pub fn new(input: CouponInput<'_>) -> Result<NewCoupon, Rejection> {
+        let chars = input.name.chars().count();
+        if input.name.trim().is_empty() || chars > crate::product::MAX_NAME_CHARS {
+            return Err(Rejection::invalid(
+                "name",
+                "must be 1 to 200 characters and not blank",
+            ));
+        }
+        let kind = DiscountType::parse(input.discount_type)?;
+        match kind {
+            DiscountType::Fixed if input.discount_value <= 0 => {
+                return Err(Rejection::invalid(
+                    "discountValue",
+                    "must be a positive number of KRW",
+                ))
+            }
+            DiscountType::Rate if !(1..=100).contains(&input.discount_value) => {
+                return Err(Rejection::invalid(
+                    "discountValue",
+                    "must be a percentage from 1 to 100",
+                ))
+            }
+            _ => {}
+        }
+        match (kind, input.max_discount) {
+            (DiscountType::Fixed, Some(_)) => {
+                return Err(Rejection::invalid("maxDiscount", "applies to RATE coupons only"))
+            }
+            (_, Some(cap)) if cap <= 0 => return Err(Rejection::invalid("maxDiscount", "must be positive")),
+            _ => {}
+        }
+        if input.min_order_amount < 0 {
+            return Err(Rejection::invalid("minOrderAmount", "must not be negative"));
+        }
+        if input.total_quantity <= 0 {
+            return Err(Rejection::invalid("totalQuantity", "must be positive"));
+        }
+        let issue_starts_at = parse_time(input.issue_starts_at, "issueStartsAt")?;
+        let issue_ends_at = parse_time(input.issue_ends_at, "issueEndsAt")?;
+        let expires_at = parse_time(input.expires_at, "expiresAt")?;
+        if issue_starts_at >= issue_ends_at {
+            return Err(Rejection::invalid("issueEndsAt", "must be after issueStartsAt"));
+        }
+        if issue_ends_at > expires_at {
+            return Err(Rejection::invalid("expiresAt", "must not be before issueEndsAt"));
+        }
+        Ok(NewCoupon {
+            name: input.name.to_owned(),
+            discount: Discount {
+                kind,
+                value: input.discount_value,
+                max_discount: input.max_discount,
+                min_order_amount: input.min_order_amount,
+            },
+            total_quantity: input.total_quantity,
+            issue_starts_at,
+            issue_ends_at,
+            expires_at,
+        })
+    }
+}
+
+/// May a coupon be issued at `now`? The window is `[starts, ends)`.
+pub fn check_issuable(
+    now: DateTime<Utc>,
+    starts: DateTime<Utc>,
+    ends: DateTime<Utc>,
+) -> Result<(), Rejection> {
+    if now < starts {
+        return Err(Rejection::new(
+            ErrorCode::CouponNotIssuable,
+            "the issue window has not opened yet",
+        ));
+    }
+    if now >= ends {
+        return Err(Rejection::new(
+            ErrorCode::CouponNotIssuable,
+            "the issue window has closed",
+        ));
+    }
+    Ok(())
+}
+
+/// The status a user sees: `USED` once an order used it, else `EXPIRED` from
+/// `expires_at` on (derived when read, never stored), else `ISSUED`.
+pub fn user_coupon_status(used: bool, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> &'static str {
+    if used {
+        "USED"
+    } else if now >= expires_at {
+        "EXPIRED"
+    } else {
+        "ISSUED"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> CouponInput<'static> {
+        CouponInput {
+            name: "Welcome",
+            discount_type: "RATE",
+            discount_value: 10,
+            max_discount: Some(5_000),
+            min_order_amount: 10_000,
+            total_quantity: 100,
+            issue_starts_at: "2026-12-01T00:00:00Z",
+            issue_ends_at: "2026-12-02T00:00:00+09:00",
+            expires_at: "2026-12-31T00:00:00Z",
+        }
+    }
+
+    #[test]
+    fn accepts_a_valid_coupon_in_any_offset() {
+        let coupon = NewCoupon::new(input()).unwrap();
+        assert_eq!(coupon.discount.kind, DiscountType::Rate);
+        assert_eq!(coupon.issue_ends_at.to_rfc3339(), "2026-12-01T15:00:00+00:00");
+        let fixed = NewCoupon::new(CouponInput {
+            discount_type: "FIXED",
+            discount_value: 3_000,
+            max_discount: None,
+            ..input()
+        });
+        assert!(fixed.is_ok());
+        let equal_end_and_expiry = CouponInput {
+            expires_at: "2026-12-01T15:00:00Z",
+            ..input()
+        };
+        assert!(
+            NewCoupon::new(equal_end_and_expiry).is_ok(),
+            "issueEndsAt ≤ expiresAt allows equality"
+        );
+    }
+
+    #[test]
+    fn rejects_naming_the_field() {
+        let cases = [
+            (CouponInput { name: " ", ..input() }, "name"),
+            (
+                CouponInput {
+                    discount_type: "PERCENT",
+                    ..input()
+                },
+                "discountType",
+            ),
+            (
+                CouponInput {
+                    discount_value: 0,
+                    ..input()
+                },
+                "discountValue",
+            ),
+            (
+                CouponInput {
+                    discount_value: 101,
+                    ..input()
+                },
+                "discountValue",
+            ),
+            (
+                CouponInput {
+                    discount_type: "FIXED",
+                    discount_value: -1,
+                    max_discount: None,
+                    ..input()
+                },
+                "discountValue",
+            ),
+            (
+                CouponInput {
+                    discount_type: "FIXED",
+                    discount_value: 1,
+                    ..input()
+                },
+                "maxDiscount",
+            ),
+            (
+                CouponInput {
+                    max_discount: Some(0),
+                    ..input()
+                },
+                "maxDiscount",
+            ),
+            (
+                CouponInput {
+                    min_order_amount: -1,
+                    ..input()
+                },
+                "minOrderAmount",
+            ),
+            (
+                CouponInput {
+                    total_quantity: 0,
+                    ..input()
+                },
+                "totalQuantity",
+            ),
+            (
+                CouponInput {
+                    issue_starts_at: "yesterday",
+                    ..input()
+                },
+                "issueStartsAt",
+            ),
+            (
+                CouponInput {
+                    issue_ends_at: "2026-12-01T00:00:00Z",
+                    ..input()
+                },
+                "issueEndsAt",
+            ),
+            (
+                CouponInput {
+                    expires_at: "2026-12-01T14:59:59Z",
+                    ..input()
+                },
+                "expiresAt",
+            ),
+        ];
+        for (case, field) in cases {
+            let err = NewCoupon::new(case).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidRequest);
+            assert!(err.detail.starts_with(field), "{field}: {}", err.detail);
+        }
+    }
+
+    #[test]
+    fn issue_window_is_half_open() {
+        let t = |s| parse_time(s, "t").unwrap();
+        let (starts, ends) = (t("2026-12-01T00:00:00Z"), t("2026-12-02T00:00:00Z"));
+        assert!(check_issuable(starts, starts, ends).is_ok());
+        assert!(check_issuable(t("2026-12-01T23:59:59Z"), starts, ends).is_ok());
+        assert_eq!(
+            check_issuable(ends, starts, ends).unwrap_err().code,
+            ErrorCode::CouponNotIssuable
+        );
+        assert_eq!(
+            check_issuable(t("2026-11-30T23:59:59Z"), starts, ends)
+                .unwrap_err()
+                .code,
+            ErrorCode::CouponNotIssuable
+        );
+    }
+
+    #[test]
+    fn status_is_derived() {
+        let t = |s| parse_time(s, "t").unwrap();
+        let expires = t("2026-12-31T00:00:00Z");
+        assert_eq!(
+            user_coupon_status(false, expires, t("2026-12-30T00:00:00Z")),
+            "ISSUED"
+        );
+        assert_eq!(user_coupon_status(false, expires, expires), "EXPIRED");
+        assert_eq!(
+            user_coupon_status(true, expires, t("2027-01-30T00:00:00Z")),
+            "USED"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Private Postgres and Redis servers for tests that stop or break a store,
+//! so the shared servers other tests use are never touched.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pg_bin(tool: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("the postgresql package is installed")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    versions.sort();
+    versions
+        .last()
+        .expect("a Postgres version")
+        .join("bin")
+        .join(tool)
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false)
+}
+
+/// Run a Postgres tool as the `postgres` user when we are root (initdb refuses root).
+fn pg_command(tool: &str) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(pg_bin(tool));
+        command
+    } else {
+        Command::new(pg_bin(tool))
+    }
+}
+
+/// A throw-away Postgres cluster on a free loopback port.
+pub struct PrivatePostgres {
+    dir: tempdir::Dir,
+    pub port: u16,
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Result<PrivatePostgres> {
+        let path = std::env::temp_dir().join(format!("edge-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path)?;
+        if is_root() {
+            Command::new("chown")
+                .args(["postgres:", &path.to_string_lossy()])
+                .status()?;
+        }
+        let status = pg_command("initdb")
+            .args(["-D", &path.to_string_lossy(), "-U", "postgres", "--auth=trust"])
+            .stdout(Stdio::null())
+            .status()
+            .context("initdb")?;
+        if !status.success() {
+            bail!("initdb failed");
+        }
+        let server = PrivatePostgres {
+            dir: tempdir::Dir(path),
+            port: free_port(),
+        };
+        server.resume()?;
+        Ok(server)
+    }
+
+    pub fn server_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    /// Start (again) on the same port and data.
+    pub fn resume(&self) -> Result<()> {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k /tmp -c fsync=off -c max_connections=200",
+            self.port
+        );
+        let log = self.dir.0.join("server.log");
+        let status = pg_command("pg_ctl")
+            .args([
+                "-D",
+                &self.dir.0.to_string_lossy(),
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ])
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!(
+                "pg_ctl start failed: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// Stop abruptly, like a crash: in-flight statements fail.
+    pub fn crash(&self) -> Result<()> {
+        pg_command("pg_ctl")
+            .args([
+                "-D",
+                &self.dir.0.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .stdout(Stdio::null())
+            .status()?;
+        Ok(())
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.crash();
+    }
+}
+
+/// A throw-away Redis on a free loopback port.
+pub struct PrivateRedis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Result<PrivateRedis> {
+        let mut redis = PrivateRedis {
+            child: None,
+            port: free_port(),
+        };
+        redis.resume()?;
+        Ok(redis)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn resume(&mut self) -> Result<()> {
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("redis-server")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if redis::Client::open(self.url())?.get_connection().is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("private redis did not start")
+    }
+
+    /// Kill the server: connections drop, data is gone (nothing is saved).
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}

@@ -145,6 +145,87 @@ async fn real_responses_match_the_served_openapi_document() {
             .unwrap(),
     );
 
+    // Coupons (§3).
+    let coupon = json!({"name": "Ten off", "discountType": "RATE", "discountValue": 10, "maxDiscount": 5000,
+        "totalQuantity": 1, "issueStartsAt": "2020-01-01T00:00:00Z", "issueEndsAt": "2099-01-01T00:00:00Z",
+        "expiresAt": "2099-06-01T00:00:00Z"});
+    let created = app
+        .post_json("/api/v1/admin/coupons", Some(&admin), &coupon)
+        .await
+        .unwrap();
+    check("POST", "/api/v1/admin/coupons", &created);
+    check(
+        "POST",
+        "/api/v1/admin/coupons",
+        &app.post_json("/api/v1/admin/coupons", Some(&admin), &json!({}))
+            .await
+            .unwrap(),
+    );
+    check(
+        "POST",
+        "/api/v1/admin/coupons",
+        &app.post_json("/api/v1/admin/coupons", Some(&user), &coupon)
+            .await
+            .unwrap(),
+    );
+    let coupon_id = created.body["id"].as_i64().unwrap();
+    check(
+        "GET",
+        "/api/v1/coupons/{id}",
+        &app.get(&format!("/api/v1/coupons/{coupon_id}"), None)
+            .await
+            .unwrap(),
+    );
+    check(
+        "GET",
+        "/api/v1/coupons/{id}",
+        &app.get("/api/v1/coupons/999999", None).await.unwrap(),
+    );
+    let issue = |id: i64, who: String| {
+        let app = &app;
+        async move {
+            app.request(
+                reqwest::Method::POST,
+                &format!("/api/v1/coupons/{id}/issue"),
+                Some(&who),
+                &[],
+                None,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    check(
+        "POST",
+        "/api/v1/coupons/{id}/issue",
+        &issue(coupon_id, user.clone()).await,
+    );
+    check(
+        "POST",
+        "/api/v1/coupons/{id}/issue",
+        &issue(coupon_id, user.clone()).await,
+    );
+    check(
+        "POST",
+        "/api/v1/coupons/{id}/issue",
+        &issue(coupon_id, token(3, None)).await,
+    );
+    check(
+        "POST",
+        "/api/v1/coupons/{id}/issue",
+        &issue(999_999, user.clone()).await,
+    );
+    check(
+        "GET",
+        "/api/v1/me/coupons",
+        &app.get("/api/v1/me/coupons", user_token).await.unwrap(),
+    );
+    check(
+        "GET",
+        "/api/v1/me/coupons",
+        &app.get("/api/v1/me/coupons", None).await.unwrap(),
+    );
+
     let documented: BTreeSet<(String, String)> = contract.operations().into_iter().collect();
     assert_eq!(
         exercised, documented,

@@ -41,11 +41,26 @@ pub async fn money(db: &tokio_postgres::Client) -> Result<Vec<String>> {
     Ok(violations)
 }
 
-/// Invariant 2 (stock), the part that holds at any time: `0 ≤ reserved ≤ stock`.
+/// Invariant 2 (stock): `0 ≤ reserved ≤ stock`, `initial stock = stock + Σ
+/// quantity of PAID orders`, and `reserved = Σ quantity held by unfinished
+/// orders` (nothing held by a finished one).
 pub async fn stock(db: &tokio_postgres::Client) -> Result<Vec<String>> {
     let rows = db
         .query(
-            "SELECT id, stock, reserved FROM products WHERE reserved < 0 OR reserved > stock OR stock < 0",
+            "SELECT p.id, p.stock, p.reserved, p.initial_stock,
+                    coalesce(sold.units, 0)::int8 AS sold, coalesce(held.units, 0)::int8 AS held
+             FROM products p
+             LEFT JOIN (SELECT i.product_id, sum(i.quantity) AS units FROM order_items i
+                        JOIN orders o ON o.id = i.order_id WHERE o.status = 'PAID' GROUP BY i.product_id) sold
+                    ON sold.product_id = p.id
+             LEFT JOIN (SELECT i.product_id, sum(i.quantity) AS units FROM order_items i
+                        JOIN orders o ON o.id = i.order_id
+                        WHERE o.status IN ('PENDING', 'ON_HOLD') AND i.product_id = ANY(o.reserved_products)
+                        GROUP BY i.product_id) held
+                    ON held.product_id = p.id
+             WHERE p.reserved < 0 OR p.reserved > p.stock
+                OR p.initial_stock <> p.stock + coalesce(sold.units, 0)
+                OR p.reserved <> coalesce(held.units, 0)",
             &[],
         )
         .await?;
@@ -53,12 +68,78 @@ pub async fn stock(db: &tokio_postgres::Client) -> Result<Vec<String>> {
         .iter()
         .map(|r| {
             format!(
-                "product {}: stock {} reserved {}",
+                "product {}: stock {} reserved {} initial {} sold {} held by open orders {}",
                 r.get::<_, i64>("id"),
                 r.get::<_, i64>("stock"),
-                r.get::<_, i64>("reserved")
+                r.get::<_, i64>("reserved"),
+                r.get::<_, i64>("initial_stock"),
+                r.get::<_, i64>("sold"),
+                r.get::<_, i64>("held")
             )
         })
+        .collect())
+}
+
+/// Invariant 4 (orders) and the money side of orders: a PAID order has
+/// exactly one PAYMENT entry, equal to its `paidAmount`; an order that did not
+/// pay has none (unless still being resolved with its wallet debited); a USED
+/// user coupon belongs to exactly one order that took it and is not undone.
+pub async fn orders(db: &tokio_postgres::Client) -> Result<Vec<String>> {
+    let mut violations = Vec::new();
+    let payments = db
+        .query(
+            "SELECT o.id, o.status, o.balance_deducted, o.total_amount - o.discount_amount AS due,
+                    count(l.id) AS entries, coalesce(-sum(l.amount), 0)::int8 AS paid
+             FROM orders o LEFT JOIN wallet_ledger l ON l.order_id = o.id AND l.kind = 'PAYMENT'
+             GROUP BY o.id
+             HAVING (o.status = 'PAID' AND (count(l.id) <> 1 OR -sum(l.amount) <> o.total_amount - o.discount_amount))
+                 OR (o.balance_deducted <> (count(l.id) = 1))
+                 OR (o.status IN ('FAILED', 'CANCELLED') AND count(l.id) <> 0)",
+            &[],
+        )
+        .await?;
+    violations.extend(payments.iter().map(|r| {
+        format!(
+            "order {} ({}): due {} but {} PAYMENT entries totalling {}",
+            r.get::<_, i64>("id"),
+            r.get::<_, String>("status"),
+            r.get::<_, i64>("due"),
+            r.get::<_, i64>("entries"),
+            r.get::<_, i64>("paid")
+        )
+    }));
+    let coupons = db
+        .query(
+            "SELECT uc.id, uc.status, uc.order_id, o.status AS order_status
+             FROM user_coupons uc LEFT JOIN orders o ON o.id = uc.order_id
+             WHERE (uc.status = 'USED') <> (o.id IS NOT NULL AND o.coupon_applied
+                                            AND o.status IN ('PAID', 'PENDING', 'ON_HOLD'))",
+            &[],
+        )
+        .await?;
+    violations.extend(coupons.iter().map(|r| {
+        format!(
+            "user coupon {} is {} but its order {:?} is {:?}",
+            r.get::<_, i64>("id"),
+            r.get::<_, String>("status"),
+            r.get::<_, Option<i64>>("order_id"),
+            r.get::<_, Option<String>>("order_status")
+        )
+    }));
+    Ok(violations)
+}
+
+/// Invariant 4's clock: every order is final (PAID, FAILED or CANCELLED).
+pub async fn all_orders_final(db: &tokio_postgres::Client) -> Result<Vec<String>> {
+    let rows = db
+        .query(
+            "SELECT id, status FROM orders WHERE status IN ('PENDING', 'ON_HOLD')",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| format!("order {} is still {}", r.get::<_, i64>(0), r.get::<_, String>(1)))
         .collect())
 }
 
@@ -132,6 +213,7 @@ pub async fn assert_all(db: &tokio_postgres::Client) {
     let mut violations = money(db).await.expect("money invariant query");
     violations.extend(stock(db).await.expect("stock invariant query"));
     violations.extend(coupons(db).await.expect("coupon invariant query"));
+    violations.extend(orders(db).await.expect("order invariant query"));
     assert!(
         violations.is_empty(),
         "invariants broken:\n{}",

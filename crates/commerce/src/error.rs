@@ -24,6 +24,14 @@ macro_rules! error_codes {
                 }
             }
 
+            /// The code named `text`, if there is one (e.g. a stored outcome).
+            pub fn parse(text: &str) -> Option<ErrorCode> {
+                match text {
+                    $($code => Some(ErrorCode::$variant),)*
+                    _ => None,
+                }
+            }
+
             /// The HTTP status this code is always answered with.
             pub fn status(self) -> u16 {
                 match self {
@@ -65,6 +73,15 @@ error_codes! {
     CouponSoldOut => ("COUPON_SOLD_OUT", 409, "All coupons have been issued"),
     CouponAlreadyIssued => ("COUPON_ALREADY_ISSUED", 409, "This user already has this coupon"),
     CouponNotIssuable => ("COUPON_NOT_ISSUABLE", 409, "The coupon is outside its issue window"),
+    // Orders (§4).
+    OrderNotFound => ("ORDER_NOT_FOUND", 404, "Order not found"),
+    InsufficientBalance => ("INSUFFICIENT_BALANCE", 409, "The wallet balance is too low"),
+    OutOfStock => ("OUT_OF_STOCK", 409, "Not enough stock"),
+    CouponAlreadyUsed => ("COUPON_ALREADY_USED", 409, "The coupon has already been used"),
+    CouponExpired => ("COUPON_EXPIRED", 409, "The coupon has expired"),
+    CouponMinOrderNotMet => ("COUPON_MIN_ORDER_NOT_MET", 409, "The order is below the coupon's minimum"),
+    // Recovery (§5).
+    RecoveryInProgress => ("RECOVERY_IN_PROGRESS", 409, "A recovery run is already in progress"),
 }
 
 impl ErrorCode {
@@ -136,6 +153,14 @@ mod tests {
                 "{code} -> {status}"
             );
         }
+    }
+
+    #[test]
+    fn codes_parse_back() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+        }
+        assert_eq!(ErrorCode::parse("NOPE"), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod coupon;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
+pub mod order;
 pub mod page;
 pub mod product;
 pub mod wallet;

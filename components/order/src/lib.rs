@@ -1,0 +1,269 @@
+//! SPEC §4 and §6: placing and paying for orders (idempotent), and reading
+//! them back. The steps themselves live in `order-flow`, shared with recovery.
+
+use commerce::order::{price, Line, OrderRequest, PricingError};
+use commerce::page::{split_page, Cursor, Limit};
+use commerce::{ErrorCode, Rejection};
+use edge::auth::{self, Caller};
+use edge::idempotency::{self, Claim};
+use edge::input::{json_body, query_param};
+use edge::pg::Db;
+use edge::respond::{self, Page};
+use edge::router::{dispatch, get, post, Params};
+use edge::{ApiResult, Problem};
+use order_flow::view::{self, Item, PaidOrder, Select};
+use order_flow::{Created, Failpoints, NewOrder, StepError, Undo};
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{Request, Response};
+use spin_sdk::http_component;
+
+/// The idempotency scope of order placement.
+const PLACE_ROUTE: &str = "orders.place";
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+#[http_component]
+fn handle(req: Request) -> Response {
+    dispatch(
+        req,
+        &[
+            post("/api/v1/orders", place_order),
+            get("/api/v1/orders", list_orders),
+            get("/api/v1/orders/{id}", get_order),
+        ],
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct OrderBody {
+    items: Vec<LineBody>,
+    #[serde(default)]
+    user_coupon_id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct LineBody {
+    product_id: i64,
+    quantity: i64,
+}
+
+fn place_order(req: &Request, _: &Params) -> ApiResult {
+    let caller = auth::authenticate(req)?;
+    let key = idempotency::key_of(req)?;
+    let body: OrderBody = json_body(req)?;
+    let lines = body
+        .items
+        .iter()
+        .map(|l| Line {
+            product_id: l.product_id,
+            quantity: l.quantity,
+        })
+        .collect();
+    let request = OrderRequest::new(lines, body.user_coupon_id)?;
+    let db = Db::connect()?;
+    // Prices are read before the key is claimed: an order too large to price
+    // is a 400 and, like every validation error, is not stored.
+    let prices = order_flow::prices(&db, &request)?;
+    let priced = match price(&request, &prices) {
+        Ok(priced) => Ok(priced),
+        Err(PricingError::UnknownProduct(id)) => Err(id),
+        Err(PricingError::Overflow(rejection)) => return Err(rejection.into()),
+    };
+    // The validated request (lines sorted by product), so line order does not matter.
+    let canonical: (Vec<(i64, i64)>, Option<i64>) = (
+        request.lines.iter().map(|l| (l.product_id, l.quantity)).collect(),
+        request.user_coupon_id,
+    );
+    let fingerprint = idempotency::fingerprint(PLACE_ROUTE, &canonical);
+    match idempotency::claim(&caller, PLACE_ROUTE, key, fingerprint)? {
+        Claim::Answered(response) => Ok(response),
+        Claim::Owned(owned) => {
+            let new = NewOrder {
+                user_id: caller.user_id,
+                key: owned.key.as_str(),
+                fingerprint: &owned.fingerprint,
+                request: &request,
+            };
+            let failpoints = Failpoints::from_header(req.header("x-failpoint").and_then(|v| v.as_str()));
+            let outcome = place(&db, &new, priced.as_ref().map_err(|id| *id), &failpoints);
+            Ok(owned.finish(outcome))
+        }
+    }
+}
+
+/// Run the steps; every outcome becomes the answer to store for this key.
+fn place(
+    db: &Db,
+    new: &NewOrder<'_>,
+    priced: Result<&commerce::order::Priced, i64>,
+    failpoints: &Failpoints,
+) -> ApiResult {
+    let order_id = match order_flow::create(db, new, priced)? {
+        Created::Pending(id) => id,
+        Created::Failed(_, rejection, product_id) => return Err(business(&rejection, Some(product_id))),
+        Created::Duplicate => return answer_from_postgres(db, new),
+    };
+    let priced = priced.expect("a pending order was priced");
+    match order_flow::pay(db, order_id, new.user_id, new.request, priced, failpoints) {
+        Ok(paid) => {
+            let lines: Vec<(i64, i64)> = priced.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
+            order_flow::popular::count_sale(paid.paid_at, &lines);
+            let items: Vec<Item> = priced.lines.iter().map(Item::priced).collect();
+            let body = PaidOrder::new(
+                order_id,
+                &items,
+                priced.total,
+                paid.discount,
+                paid.balance,
+                paid.paid_at,
+            );
+            Ok(created(order_id, &body))
+        }
+        Err(StepError::Business(rejection, product_id)) => {
+            match order_flow::undo(db, order_id, Undo::Fail(&rejection, product_id)) {
+                Ok(true) => Err(business(&rejection, product_id)),
+                Ok(false) => current_state(db, new.user_id, order_id),
+                Err(_) => Ok(hold(db, order_id)),
+            }
+        }
+        Err(StepError::Infrastructure(_)) => Ok(hold(db, order_id)),
+        Err(StepError::Superseded) => current_state(db, new.user_id, order_id),
+    }
+}
+
+fn created(order_id: i64, body: &impl Serialize) -> Response {
+    let mut response = respond::json(201, body);
+    response.set_header("location", format!("/api/v1/orders/{order_id}"));
+    response
+}
+
+/// A business failure as a problem (`OUT_OF_STOCK` names the product).
+fn business(rejection: &Rejection, product_id: Option<i64>) -> Problem {
+    let problem = Problem::from(rejection.clone());
+    match (rejection.code, product_id) {
+        (ErrorCode::OutOfStock | ErrorCode::ProductNotFound, Some(id)) => {
+            problem.with_extension("productId", id)
+        }
+        _ => problem,
+    }
+}
+
+/// 4-5: an infrastructure failure interrupted the steps. The order is put on
+/// hold (or stays `PENDING` if even that fails); recovery resolves it.
+fn hold(db: &Db, order_id: i64) -> Response {
+    if let Err(e) = order_flow::hold(db, order_id) {
+        eprintln!("order {order_id} could not be put on hold, it stays PENDING for recovery: {e:?}");
+    }
+    on_hold(order_id)
+}
+
+fn on_hold(order_id: i64) -> Response {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Held {
+        order_id: i64,
+        status: &'static str,
+    }
+    let mut response = respond::json(
+        202,
+        &Held {
+            order_id,
+            status: "ON_HOLD",
+        },
+    );
+    response.set_header("location", format!("/api/v1/orders/{order_id}"));
+    response
+}
+
+/// The key already made an order (Redis had lost the key, or its lease
+/// expired): answer with that order, never a second one.
+fn answer_from_postgres(db: &Db, new: &NewOrder<'_>) -> ApiResult {
+    let order = view::load(
+        db,
+        Select::Key {
+            user_id: new.user_id,
+            key: new.key,
+        },
+    )?
+    .into_iter()
+    .next()
+    .ok_or_else(|| Problem::unavailable("the order for this key is not readable yet"))?;
+    if order.request_fingerprint != new.fingerprint {
+        return Err(idempotency::reused());
+    }
+    let response = answer_for(&order)?;
+    let status = *response.status();
+    let content_type = response
+        .header("content-type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("application/json")
+        .to_owned();
+    Ok(idempotency::replay(status, &content_type, response.into_body()))
+}
+
+/// What placing `order` answered (or would answer now).
+fn answer_for(order: &view::Order) -> ApiResult {
+    if let Some(paid) = order.paid_view() {
+        return Ok(created(order.id, &paid));
+    }
+    match (order.status.is_final(), &order.failure_code) {
+        (true, Some(code)) => {
+            let code =
+                ErrorCode::parse(code).ok_or_else(|| Problem::unavailable("unknown stored failure"))?;
+            let rejection = Rejection::new(code, order.failure_detail.clone().unwrap_or_default());
+            Err(business(&rejection, order.failure_product_id))
+        }
+        // Cancelled by recovery, or still being resolved: point at the order.
+        _ => Ok(on_hold(order.id)),
+    }
+}
+
+fn current_state(db: &Db, user_id: i64, order_id: i64) -> ApiResult {
+    let order = view::load(db, Select::Id { user_id, order_id })?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Problem::unavailable("the order is not readable"))?;
+    answer_for(&order)
+}
+
+fn get_order(req: &Request, params: &Params) -> ApiResult {
+    let caller: Caller = auth::authenticate(req)?;
+    let order_id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
+    let db = Db::connect()?;
+    match view::load(
+        &db,
+        Select::Id {
+            user_id: caller.user_id,
+            order_id,
+        },
+    )?
+    .first()
+    {
+        Some(order) => Ok(respond::ok(&order.detail())),
+        // Another user's order is as good as absent.
+        None => Err(Problem::new(
+            ErrorCode::OrderNotFound,
+            format!("you have no order {order_id}"),
+        )),
+    }
+}
+
+fn list_orders(req: &Request, _: &Params) -> ApiResult {
+    let caller = auth::authenticate(req)?;
+    let limit = Limit::parse(query_param(req, "limit")?.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let before = Cursor::parse(query_param(req, "cursor")?.as_deref())?.map_or(i64::MAX, |c| c.after_id);
+    let db = Db::connect()?;
+    let orders = view::load(
+        &db,
+        Select::Page {
+            user_id: caller.user_id,
+            before,
+            limit: i64::from(limit.get()) + 1,
+        },
+    )?;
+    let (orders, next_cursor) = split_page(orders, limit, |o| o.id);
+    let items = orders.iter().map(view::Order::detail).collect();
+    Ok(respond::ok(&Page { items, next_cursor }))
+}

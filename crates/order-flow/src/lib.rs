@@ -1,0 +1,456 @@
+//! The order flow (SPEC §4): every step of paying for an order as one atomic,
+//! conditional SQL statement, shared by the order component (which runs the
+//! steps forward) and the recovery component (which finishes or undoes an
+//! order from its stored state).
+//!
+//! Steps, in order: create the order `PENDING` with price snapshots; reserve
+//! each line's stock in product-id order; take the coupon; debit the wallet
+//! with its `PAYMENT` entry; confirm (reserved stock becomes sold, order
+//! `PAID`). Each statement first locks the order row and checks its status,
+//! so a step and a recovery transition of the same order never interleave,
+//! and records its progress on the order (or its lines) in the same
+//! statement. No transaction spans two host calls.
+
+mod failpoint;
+pub mod popular;
+pub mod view;
+
+pub use failpoint::Failpoints;
+
+use commerce::coupon::{Discount, DiscountType};
+use commerce::order::{self, CouponState, OrderRequest, OrderStatus, Priced};
+use commerce::Rejection;
+use edge::pg::{column, first, instant, Db, DbError};
+use edge::Problem;
+use spin_sdk::pg4::ParameterValue;
+use std::collections::HashMap;
+
+/// Prices of the requested products that exist (a read; snapshots are taken from it).
+const PRICES: &str = "SELECT id, price FROM products WHERE id = ANY($1)";
+
+/// Step 1. Invariant 5: one key, one order (`one_order_per_key`). The order
+/// and its lines are written together; an unknown product ends it `FAILED`
+/// at once, with no lines.
+const CREATE: &str = "
+WITH created AS (
+    INSERT INTO orders (user_id, idempotency_key, request_fingerprint, status, user_coupon_id,
+                        total_amount, failure_code, failure_detail, failure_product_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    RETURNING id, status
+), lines AS (
+    INSERT INTO order_items (order_id, product_id, quantity, unit_price)
+    SELECT created.id, line.product_id, line.quantity, line.unit_price
+    FROM created, unnest($10::int8[], $11::int8[], $12::int8[]) AS line(product_id, quantity, unit_price)
+    WHERE created.status = 'PENDING'
+)
+SELECT id FROM created";
+
+/// Step 2, per line. Invariant 2: never hold more than is left
+/// (`stock - reserved >= q`), and the order records that it holds this stock.
+const RESERVE: &str = "
+WITH pending AS (
+    SELECT id FROM orders WHERE id = $1 AND status = 'PENDING' AND NOT $2 = ANY(reserved_products) FOR UPDATE
+), held AS (
+    UPDATE products SET reserved = reserved + $3
+    FROM pending WHERE products.id = $2 AND products.stock - products.reserved >= $3
+    RETURNING products.id
+)
+UPDATE orders SET reserved_products = array_append(reserved_products, held.id), updated_at = now()
+FROM held WHERE orders.id = $1
+RETURNING orders.id";
+
+/// What the order's coupon looks like to this user (a read, to price the discount).
+const COUPON: &str = "
+SELECT uc.status, c.discount_type, c.discount_value, c.max_discount, c.min_order_amount,
+       c.expires_at <= now() AS expired
+FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id
+WHERE uc.id = $1 AND uc.user_id = $2";
+
+/// Step 3. Invariant 3: a user coupon is USED by at most one order — only
+/// the owner's, unused, unexpired, with the minimum met — and the order
+/// records the discount in the same statement.
+const TAKE_COUPON: &str = "
+WITH pending AS (
+    SELECT id FROM orders WHERE id = $1 AND status = 'PENDING' AND NOT coupon_applied FOR UPDATE
+), used AS (
+    UPDATE user_coupons uc SET status = 'USED', order_id = pending.id, used_at = now()
+    FROM pending, coupons c
+    WHERE uc.id = $2 AND uc.user_id = $3 AND uc.status = 'ISSUED' AND c.id = uc.coupon_id
+      AND c.expires_at > now() AND c.min_order_amount <= $4
+    RETURNING uc.id
+)
+UPDATE orders SET coupon_applied = true, discount_amount = $5, updated_at = now()
+FROM used WHERE orders.id = $1
+RETURNING orders.id";
+
+/// Step 4. Invariant 1: the balance never goes below zero and moves only with
+/// its PAYMENT entry; invariant 4: one PAYMENT per order
+/// (`ledger_one_payment_per_order`). A wallet is created for a free order.
+const DEBIT: &str = "
+WITH pending AS (
+    SELECT id FROM orders WHERE id = $1 AND status = 'PENDING' AND NOT balance_deducted FOR UPDATE
+), debited AS (
+    UPDATE wallets SET balance = balance - $3, updated_at = now()
+    FROM pending WHERE wallets.user_id = $2 AND wallets.balance >= $3
+    RETURNING wallets.balance
+), opened AS (
+    INSERT INTO wallets (user_id, balance)
+    SELECT $2, 0 FROM pending WHERE $3 = 0 AND NOT EXISTS (SELECT 1 FROM wallets WHERE user_id = $2)
+    ON CONFLICT (user_id) DO NOTHING
+    RETURNING balance
+), entry AS (
+    INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, order_id)
+    SELECT $2, 'PAYMENT', -$3, balance, $1 FROM (SELECT balance FROM debited UNION ALL SELECT balance FROM opened) b
+    RETURNING balance_after
+)
+UPDATE orders SET balance_deducted = true, updated_at = now()
+FROM entry WHERE orders.id = $1
+RETURNING entry.balance_after";
+
+/// Step 5, also recovery's roll-forward. Invariants 2 and 4: held stock
+/// becomes sold exactly once, when a debited order becomes PAID; products
+/// are locked in id order so concurrent confirmations cannot deadlock.
+const CONFIRM: &str = "
+WITH paid AS (
+    UPDATE orders SET status = 'PAID', paid_at = now(), updated_at = now()
+    WHERE id = $1 AND status IN ('PENDING', 'ON_HOLD') AND balance_deducted
+    RETURNING id, paid_at, reserved_products
+), lines AS (
+    SELECT i.product_id, i.quantity FROM order_items i JOIN paid ON paid.id = i.order_id
+    WHERE i.product_id = ANY(paid.reserved_products)
+), locked AS (
+    SELECT p.id FROM products p JOIN lines ON lines.product_id = p.id ORDER BY p.id FOR UPDATE OF p
+), sold AS (
+    UPDATE products p SET stock = p.stock - lines.quantity, reserved = p.reserved - lines.quantity
+    FROM lines, locked WHERE p.id = lines.product_id AND locked.id = p.id
+)
+SELECT paid_at AT TIME ZONE 'UTC' AS paid_at FROM paid";
+
+/// Undo, for a business failure (`FAILED`) and recovery's roll-back
+/// (`CANCELLED`). Invariants 2 and 3: give back exactly what the order holds,
+/// once (the status moves on in the same statement), and only if no money
+/// moved (`NOT balance_deducted`). The progress columns stay as a record of
+/// what was held.
+const UNDO: &str = "
+WITH ended AS (
+    UPDATE orders SET status = $2, failure_code = $3, failure_detail = $4, failure_product_id = $5,
+                      updated_at = now()
+    WHERE id = $1 AND status IN ('PENDING', 'ON_HOLD') AND NOT balance_deducted
+    RETURNING id, user_coupon_id, coupon_applied, reserved_products
+), lines AS (
+    SELECT i.product_id, i.quantity FROM order_items i JOIN ended ON ended.id = i.order_id
+    WHERE i.product_id = ANY(ended.reserved_products)
+), locked AS (
+    SELECT p.id FROM products p JOIN lines ON lines.product_id = p.id ORDER BY p.id FOR UPDATE OF p
+), returned AS (
+    UPDATE products p SET reserved = p.reserved - lines.quantity
+    FROM lines, locked WHERE p.id = lines.product_id AND locked.id = p.id
+), restored AS (
+    UPDATE user_coupons uc SET status = 'ISSUED', order_id = NULL, used_at = NULL
+    FROM ended WHERE ended.coupon_applied AND uc.id = ended.user_coupon_id AND uc.order_id = $1
+)
+SELECT id FROM ended";
+
+/// 4-5: an infrastructure failure interrupted the steps; recovery resolves it.
+const HOLD: &str =
+    "UPDATE orders SET status = 'ON_HOLD', updated_at = now() WHERE id = $1 AND status = 'PENDING'";
+
+/// The unique `one_order_per_key`: this key already made an order.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// Why a step did not complete.
+#[derive(Debug)]
+pub enum StepError {
+    /// A business rule said no: undo and end the order `FAILED`.
+    Business(Rejection, Option<i64>),
+    /// A store failed: hold the order for recovery.
+    Infrastructure(Problem),
+    /// The order is no longer `PENDING` (recovery resolved it meanwhile).
+    Superseded,
+}
+
+impl From<DbError> for StepError {
+    fn from(error: DbError) -> StepError {
+        StepError::Infrastructure(error.into())
+    }
+}
+
+impl From<Problem> for StepError {
+    fn from(problem: Problem) -> StepError {
+        StepError::Infrastructure(problem)
+    }
+}
+
+/// Current prices of the requested products that exist.
+pub fn prices(db: &Db, request: &OrderRequest) -> Result<HashMap<i64, i64>, Problem> {
+    let ids: Vec<i64> = request.lines.iter().map(|l| l.product_id).collect();
+    let rows = db.query(
+        PRICES,
+        &[ParameterValue::ArrayInt64(ids.into_iter().map(Some).collect())],
+    )?;
+    rows.rows()
+        .map(|row| Ok((column(&row, "id")?, column(&row, "price")?)))
+        .collect()
+}
+
+/// Who is ordering what, with which key.
+pub struct NewOrder<'a> {
+    pub user_id: i64,
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+    pub request: &'a OrderRequest,
+}
+
+/// The outcome of step 1.
+pub enum Created {
+    /// `PENDING`, ready for the next steps.
+    Pending(i64),
+    /// Ended `FAILED` at once: a product does not exist.
+    Failed(i64, Rejection, i64),
+    /// The key already made an order (Redis had lost it): answer from that one.
+    Duplicate,
+}
+
+/// Step 1: the order and its price snapshots, or a `FAILED` order when a
+/// product is unknown.
+pub fn create(db: &Db, new: &NewOrder<'_>, priced: Result<&Priced, i64>) -> Result<Created, Problem> {
+    let (status, total, failure, lines) = match priced {
+        Ok(priced) => (OrderStatus::Pending, priced.total, None, priced.lines.as_slice()),
+        Err(missing) => (
+            OrderStatus::Failed,
+            0,
+            Some((order::product_not_found(missing), missing)),
+            &[][..],
+        ),
+    };
+    let column_of = |f: fn(&order::PricedLine) -> i64| {
+        ParameterValue::ArrayInt64(lines.iter().map(|l| Some(f(l))).collect())
+    };
+    let params = [
+        ParameterValue::Int64(new.user_id),
+        ParameterValue::Str(new.key.to_owned()),
+        ParameterValue::Str(new.fingerprint.to_owned()),
+        ParameterValue::Str(status.as_str().to_owned()),
+        new.request
+            .user_coupon_id
+            .map_or(ParameterValue::DbNull, ParameterValue::Int64),
+        ParameterValue::Int64(total),
+        failure.as_ref().map_or(ParameterValue::DbNull, |(r, _)| {
+            ParameterValue::Str(r.code.as_str().to_owned())
+        }),
+        failure.as_ref().map_or(ParameterValue::DbNull, |(r, _)| {
+            ParameterValue::Str(r.detail.clone())
+        }),
+        failure
+            .as_ref()
+            .map_or(ParameterValue::DbNull, |(_, id)| ParameterValue::Int64(*id)),
+        column_of(|l| l.product_id),
+        column_of(|l| l.quantity),
+        column_of(|l| l.unit_price),
+    ];
+    match db.query(CREATE, &params) {
+        Ok(rows) => {
+            let id = first(&rows, |row| column::<i64>(row, "id"))?
+                .ok_or_else(|| Problem::unavailable("the order insert returned no row"))?;
+            Ok(match failure {
+                Some((rejection, product)) => Created::Failed(id, rejection, product),
+                None => Created::Pending(id),
+            })
+        }
+        Err(e) if e.sqlstate() == Some(UNIQUE_VIOLATION) => Ok(Created::Duplicate),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A paid order's confirmation.
+pub struct Paid {
+    pub balance: i64,
+    pub discount: i64,
+    pub paid_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Steps 2–5 for a `PENDING` order.
+pub fn pay(
+    db: &Db,
+    order_id: i64,
+    user_id: i64,
+    request: &OrderRequest,
+    priced: &Priced,
+    failpoints: &Failpoints,
+) -> Result<Paid, StepError> {
+    failpoints.check("after-create")?;
+    for line in &priced.lines {
+        reserve(db, order_id, line.product_id, line.quantity)?;
+        failpoints.check("after-reserve")?;
+    }
+    let discount = match request.user_coupon_id {
+        Some(user_coupon_id) => take_coupon(db, order_id, user_id, user_coupon_id, priced.total)?,
+        None => 0,
+    };
+    failpoints.check("after-coupon")?;
+    let balance = debit(db, order_id, user_id, priced.total - discount)?;
+    failpoints.check("after-debit")?; // also "before confirm": nothing happens in between
+    let paid_at = confirm(db, order_id)?.ok_or(StepError::Superseded)?;
+    Ok(Paid {
+        balance,
+        discount,
+        paid_at,
+    })
+}
+
+fn reserve(db: &Db, order_id: i64, product_id: i64, quantity: i64) -> Result<(), StepError> {
+    let params = [
+        ParameterValue::Int64(order_id),
+        ParameterValue::Int64(product_id),
+        ParameterValue::Int64(quantity),
+    ];
+    if db.query(RESERVE, &params)?.rows.is_empty() {
+        return Err(if still_pending(db, order_id)? {
+            StepError::Business(order::out_of_stock(product_id), Some(product_id))
+        } else {
+            StepError::Superseded
+        });
+    }
+    Ok(())
+}
+
+/// Step 3: price the discount, then take the coupon (conditionally, so two
+/// orders racing for one coupon cannot both have it).
+fn take_coupon(
+    db: &Db,
+    order_id: i64,
+    user_id: i64,
+    user_coupon_id: i64,
+    total: i64,
+) -> Result<i64, StepError> {
+    let discount = coupon_discount(db, user_id, user_coupon_id, total)?;
+    let params = [
+        ParameterValue::Int64(order_id),
+        ParameterValue::Int64(user_coupon_id),
+        ParameterValue::Int64(user_id),
+        ParameterValue::Int64(total),
+        ParameterValue::Int64(discount),
+    ];
+    if db.query(TAKE_COUPON, &params)?.rows.is_empty() {
+        if !still_pending(db, order_id)? {
+            return Err(StepError::Superseded);
+        }
+        // Another order took it (or it expired) since we looked: say which.
+        coupon_discount(db, user_id, user_coupon_id, total)?;
+        return Err(StepError::Business(
+            Rejection::new(
+                commerce::ErrorCode::CouponAlreadyUsed,
+                "this coupon has already been used",
+            ),
+            None,
+        ));
+    }
+    Ok(discount)
+}
+
+/// The discount `user_coupon_id` gives on `total`, or why it cannot be used.
+fn coupon_discount(db: &Db, user_id: i64, user_coupon_id: i64, total: i64) -> Result<i64, StepError> {
+    let rows = db.query(
+        COUPON,
+        &[
+            ParameterValue::Int64(user_coupon_id),
+            ParameterValue::Int64(user_id),
+        ],
+    )?;
+    let coupon = first(&rows, |row| {
+        let kind: String = column(row, "discount_type")?;
+        let discount = Discount {
+            kind: DiscountType::parse(&kind)?,
+            value: column(row, "discount_value")?,
+            max_discount: column(row, "max_discount")?,
+            min_order_amount: column(row, "min_order_amount")?,
+        };
+        let state = CouponState {
+            used: column::<String>(row, "status")? == "USED",
+            expired: column(row, "expired")?,
+        };
+        Ok((discount, state))
+    })?;
+    let Some((discount, state)) = coupon else {
+        return Err(StepError::Business(order::coupon_not_found(user_coupon_id), None));
+    };
+    discount
+        .apply(state, total)
+        .map_err(|rejection| StepError::Business(rejection, None))
+}
+
+/// Step 4: debit the wallet; returns the balance after.
+fn debit(db: &Db, order_id: i64, user_id: i64, amount: i64) -> Result<i64, StepError> {
+    let params = [
+        ParameterValue::Int64(order_id),
+        ParameterValue::Int64(user_id),
+        ParameterValue::Int64(amount),
+    ];
+    let rows = db.query(DEBIT, &params)?;
+    match first(&rows, |row| column::<i64>(row, "balance_after"))? {
+        Some(balance) => Ok(balance),
+        None if still_pending(db, order_id)? => {
+            Err(StepError::Business(order::insufficient_balance(amount), None))
+        }
+        None => Err(StepError::Superseded),
+    }
+}
+
+/// Step 5 (and recovery's roll-forward): `PAID`, stock sold. `None` when the
+/// order was not debited or is already final.
+pub fn confirm(db: &Db, order_id: i64) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbError> {
+    let rows = db.query(CONFIRM, &[ParameterValue::Int64(order_id)])?;
+    let paid_at = rows.rows().next().map(|row| instant(&row, "paid_at"));
+    match paid_at {
+        Some(Ok(at)) => Ok(Some(at)),
+        Some(Err(_)) | None => Ok(None),
+    }
+}
+
+/// End an order that did not pay: `FAILED` with its reason, or `CANCELLED`
+/// by recovery. Releases its stock and coupon. `false` if it was not ended
+/// (already final, or already debited — those roll forward instead).
+pub fn undo(db: &Db, order_id: i64, outcome: Undo<'_>) -> Result<bool, DbError> {
+    let (status, code, detail, product) = match outcome {
+        Undo::Fail(rejection, product) => (
+            OrderStatus::Failed,
+            ParameterValue::Str(rejection.code.as_str().to_owned()),
+            ParameterValue::Str(rejection.detail.clone()),
+            product.map_or(ParameterValue::DbNull, ParameterValue::Int64),
+        ),
+        Undo::Cancel => (
+            OrderStatus::Cancelled,
+            ParameterValue::DbNull,
+            ParameterValue::DbNull,
+            ParameterValue::DbNull,
+        ),
+    };
+    let params = [
+        ParameterValue::Int64(order_id),
+        ParameterValue::Str(status.as_str().to_owned()),
+        code,
+        detail,
+        product,
+    ];
+    Ok(!db.query(UNDO, &params)?.rows.is_empty())
+}
+
+/// How an unpaid order ends.
+pub enum Undo<'a> {
+    Fail(&'a Rejection, Option<i64>),
+    Cancel,
+}
+
+/// Put an interrupted order on hold for recovery (`false` if it was no longer `PENDING`).
+pub fn hold(db: &Db, order_id: i64) -> Result<bool, DbError> {
+    Ok(db.execute(HOLD, &[ParameterValue::Int64(order_id)])? == 1)
+}
+
+fn still_pending(db: &Db, order_id: i64) -> Result<bool, DbError> {
+    let rows = db.query(
+        "SELECT status FROM orders WHERE id = $1",
+        &[ParameterValue::Int64(order_id)],
+    )?;
+    let status = rows.rows().next().and_then(|row| row.get::<String>("status"));
+    Ok(status.as_deref() == Some(OrderStatus::Pending.as_str()))
+}

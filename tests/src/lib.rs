@@ -185,6 +185,11 @@ static HOST_COUNTER: AtomicUsize = AtomicUsize::new(0);
 impl Host {
     /// Start the host on a free port and wait until it serves.
     pub fn start(manifest: &Path, env: &[(String, String)]) -> Result<Host> {
+        Host::start_with_args(manifest, env, &[])
+    }
+
+    /// Start with extra `edge-host up` arguments.
+    pub fn start_with_args(manifest: &Path, env: &[(String, String)], args: &[String]) -> Result<Host> {
         let log = std::env::temp_dir().join(format!(
             "edge-host-{}-{}.log",
             std::process::id(),
@@ -192,6 +197,7 @@ impl Host {
         ));
         let mut child = Command::new(host_binary())
             .args(["-f", &manifest.to_string_lossy(), "up", "--listen", "127.0.0.1:0"])
+            .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "EDGE_HOST_LOG",
@@ -280,6 +286,7 @@ pub struct TestApp {
     _redis_slot: Option<RedisSlot>,
     manifest: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     next: AtomicUsize,
 }
 
@@ -293,6 +300,11 @@ pub struct Options<'a> {
     pub pg_server: Option<String>,
     /// A Redis URL instead of a claimed logical database of the shared one.
     pub redis_url: Option<String>,
+    /// Load the test build of the order component (with failure points).
+    pub failpoints: bool,
+    /// Run the recovery cron trigger on this schedule (no cron triggers otherwise,
+    /// so that nothing resolves orders behind a test's back).
+    pub recovery_schedule: Option<&'a str>,
 }
 
 /// A response: status, headers and the parsed JSON body (`Null` when empty).
@@ -380,8 +392,18 @@ impl TestApp {
         ];
         env.extend(options.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let manifest = workspace_dir().join("spin.toml");
+        let mut args = Vec::new();
+        if options.failpoints {
+            let build = workspace_dir().join("target/failpoints/order.wasm");
+            assert!(build.exists(), "{} is missing: run ./dev build", build.display());
+            args.push(format!("--source=order={}", build.display()));
+        }
+        match options.recovery_schedule {
+            Some(schedule) => args.push(format!("--schedule=recovery={schedule}")),
+            None => args.push("--no-cron".to_owned()),
+        }
         let hosts = (0..options.instances.max(1))
-            .map(|_| Host::start(&manifest, &env))
+            .map(|_| Host::start_with_args(&manifest, &env, &args))
             .collect::<Result<Vec<_>>>()?;
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
         Ok(TestApp {
@@ -392,13 +414,15 @@ impl TestApp {
             _redis_slot: redis_slot,
             manifest,
             env,
+            args,
             next: AtomicUsize::new(0),
         })
     }
 
     /// Start one more instance of the app (e.g. to replace a killed one).
     pub fn add_instance(&mut self) -> Result<()> {
-        self.hosts.push(Host::start(&self.manifest, &self.env)?);
+        self.hosts
+            .push(Host::start_with_args(&self.manifest, &self.env, &self.args)?);
         Ok(())
     }
 

@@ -228,28 +228,95 @@ async fn real_responses_match_the_served_openapi_document() {
 
     // Orders (§4).
     let db = app.pg().await.unwrap();
-    db.execute("INSERT INTO wallets (user_id, balance) VALUES (2, 0) ON CONFLICT DO NOTHING", &[]).await.unwrap();
+    db.execute(
+        "INSERT INTO wallets (user_id, balance) VALUES (2, 0) ON CONFLICT DO NOTHING",
+        &[],
+    )
+    .await
+    .unwrap();
     let place = |key: &'static str, body: serde_json::Value| {
         let user = user.clone();
         let app = &app;
         async move {
             let headers = [("content-type", "application/json"), ("idempotency-key", key)];
-            app.request(reqwest::Method::POST, "/api/v1/orders", Some(&user), &headers, Some(body.to_string().into_bytes()))
-                .await
-                .unwrap()
+            app.request(
+                reqwest::Method::POST,
+                "/api/v1/orders",
+                Some(&user),
+                &headers,
+                Some(body.to_string().into_bytes()),
+            )
+            .await
+            .unwrap()
         }
     };
     let line = json!({"items": [{"productId": id, "quantity": 1}]});
     check("POST", "/api/v1/orders", &place("o1", line.clone()).await); // 201 from the charges above
-    check("POST", "/api/v1/orders", &place("o1", json!({"items": [{"productId": id, "quantity": 2}]})).await);
-    check("POST", "/api/v1/orders", &place("o2", json!({"items": [{"productId": id, "quantity": 9}]})).await);
-    check("POST", "/api/v1/orders", &place("o3", json!({"items": [{"productId": 987654, "quantity": 1}]})).await);
+    check(
+        "POST",
+        "/api/v1/orders",
+        &place("o1", json!({"items": [{"productId": id, "quantity": 2}]})).await,
+    );
+    check(
+        "POST",
+        "/api/v1/orders",
+        &place("o2", json!({"items": [{"productId": id, "quantity": 9}]})).await,
+    );
+    check(
+        "POST",
+        "/api/v1/orders",
+        &place("o3", json!({"items": [{"productId": 987654, "quantity": 1}]})).await,
+    );
     check("POST", "/api/v1/orders", &place("o4", json!({"items": []})).await);
-    let order_id = app.get("/api/v1/orders", user_token).await.unwrap().body["items"][0]["orderId"].as_i64().unwrap();
-    check("GET", "/api/v1/orders", &app.get("/api/v1/orders", user_token).await.unwrap());
-    check("GET", "/api/v1/orders", &app.get("/api/v1/orders", None).await.unwrap());
-    check("GET", "/api/v1/orders/{id}", &app.get(&format!("/api/v1/orders/{order_id}"), user_token).await.unwrap());
-    check("GET", "/api/v1/orders/{id}", &app.get("/api/v1/orders/987654", user_token).await.unwrap());
+    let order_id = app.get("/api/v1/orders", user_token).await.unwrap().body["items"][0]["orderId"]
+        .as_i64()
+        .unwrap();
+    check(
+        "GET",
+        "/api/v1/orders",
+        &app.get("/api/v1/orders", user_token).await.unwrap(),
+    );
+    check(
+        "GET",
+        "/api/v1/orders",
+        &app.get("/api/v1/orders", None).await.unwrap(),
+    );
+    check(
+        "GET",
+        "/api/v1/orders/{id}",
+        &app.get(&format!("/api/v1/orders/{order_id}"), user_token)
+            .await
+            .unwrap(),
+    );
+    check(
+        "GET",
+        "/api/v1/orders/{id}",
+        &app.get("/api/v1/orders/987654", user_token).await.unwrap(),
+    );
+
+    // Recovery (§5).
+    let run = app
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/admin/recovery/run",
+            Some(&admin),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    check("POST", "/api/v1/admin/recovery/run", &run);
+    let denied = app
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/admin/recovery/run",
+            Some(&user),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    check("POST", "/api/v1/admin/recovery/run", &denied);
 
     let documented: BTreeSet<(String, String)> = contract.operations().into_iter().collect();
     assert_eq!(

@@ -1,7 +1,7 @@
 //! SPEC §4 and §6: placing and paying for orders (idempotent), and reading
 //! them back. The steps themselves live in `order-flow`, shared with recovery.
 
-use commerce::order::{price, Line, OrderRequest, PricingError};
+use commerce::order::{price, Line, OrderRequest, OrderStatus, PricingError};
 use commerce::page::{split_page, Cursor, Limit};
 use commerce::{ErrorCode, Rejection};
 use edge::auth::{self, Caller};
@@ -11,6 +11,7 @@ use edge::pg::Db;
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
 use edge::{ApiResult, Problem};
+use order_flow::recovery::{self, RunError};
 use order_flow::view::{self, Item, PaidOrder, Select};
 use order_flow::{Created, Failpoints, NewOrder, StepError, Undo};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,7 @@ fn handle(req: Request) -> Response {
             post("/api/v1/orders", place_order),
             get("/api/v1/orders", list_orders),
             get("/api/v1/orders/{id}", get_order),
+            post("/api/v1/admin/recovery/run", run_recovery),
         ],
     )
 }
@@ -160,19 +162,18 @@ fn hold(db: &Db, order_id: i64) -> Response {
 }
 
 fn on_hold(order_id: i64) -> Response {
+    accepted(order_id, OrderStatus::OnHold.as_str())
+}
+
+/// `202` pointing at an order that is not paid (yet).
+fn accepted(order_id: i64, status: &'static str) -> Response {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
-    struct Held {
+    struct Accepted {
         order_id: i64,
         status: &'static str,
     }
-    let mut response = respond::json(
-        202,
-        &Held {
-            order_id,
-            status: "ON_HOLD",
-        },
-    );
+    let mut response = respond::json(202, &Accepted { order_id, status });
     response.set_header("location", format!("/api/v1/orders/{order_id}"));
     response
 }
@@ -215,8 +216,8 @@ fn answer_for(order: &view::Order) -> ApiResult {
             let rejection = Rejection::new(code, order.failure_detail.clone().unwrap_or_default());
             Err(business(&rejection, order.failure_product_id))
         }
-        // Cancelled by recovery, or still being resolved: point at the order.
-        _ => Ok(on_hold(order.id)),
+        // Still being resolved, or cancelled by recovery: point at the order.
+        _ => Ok(accepted(order.id, order.status.as_str())),
     }
 }
 
@@ -266,4 +267,25 @@ fn list_orders(req: &Request, _: &Params) -> ApiResult {
     let (orders, next_cursor) = split_page(orders, limit, |o| o.id);
     let items = orders.iter().map(view::Order::detail).collect();
     Ok(respond::ok(&Page { items, next_cursor }))
+}
+
+/// SPEC §5: run the recovery batch now (for platforms without cron triggers).
+fn run_recovery(req: &Request, _: &Params) -> ApiResult {
+    auth::authenticate_admin(req)?;
+    let failpoints = Failpoints::from_header(req.header("x-failpoint").and_then(|v| v.as_str()));
+    match recovery::run(failpoints.recovery_lock(), pending_timeout()?) {
+        Ok(summary) => Ok(respond::ok(&summary)),
+        Err(RunError::Locked) => Err(Problem::new(
+            ErrorCode::RecoveryInProgress,
+            "another recovery run holds the lock; try again shortly",
+        )),
+        Err(RunError::Failed(problem)) => Err(problem),
+    }
+}
+
+/// How old a `PENDING` order must be before recovery resolves it.
+fn pending_timeout() -> Result<i64, Problem> {
+    edge::config::variable("pending_timeout_seconds")?
+        .parse()
+        .map_err(|_| Problem::unavailable("the variable pending_timeout_seconds is not a number"))
 }

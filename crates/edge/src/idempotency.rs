@@ -109,7 +109,7 @@ pub fn claim(
         caller.user_id,
         hex(&Sha256::digest(key.as_str().as_bytes()))
     );
-    let in_flight = format!("v1 inflight {fingerprint} {}", random_token());
+    let in_flight = format!("v1 inflight {fingerprint} {}", crate::redis::random_token());
     let claimed = crate::redis::connect().and_then(|redis| {
         let reply = Script::new(CLAIM)
             .run(
@@ -225,11 +225,4 @@ impl Owned {
         }
         response
     }
-}
-
-/// An unguessable token so a claim is recognisably ours.
-fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the host provides randomness");
-    hex(&bytes)
 }

@@ -72,3 +72,10 @@ pub fn text(result: &RedisResult) -> Option<String> {
         _ => None,
     }
 }
+
+/// An unguessable token, so a claim or a lock is recognisably its owner's.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the host provides randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -6,6 +6,7 @@ use edge_host::manifest::App;
 use edge_host::runtime::{default_cache_dir, Runtime, Settings};
 use edge_host::variables::Resolver;
 use edge_host::{cron_trigger, http_trigger, migrate, token};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -36,6 +37,17 @@ enum Command {
         /// Connections per Postgres pool (per component and address); Spin's is 64.
         #[arg(long, env = "EDGE_HOST_PG_POOL_SIZE", default_value_t = edge_host::pg::DEFAULT_POOL_SIZE)]
         pg_pool_size: usize,
+        /// Do not run the `[[trigger.cron]]` schedules (e.g. in tests that run recovery by hand).
+        #[arg(long)]
+        no_cron: bool,
+        /// Run COMPONENT's cron trigger on EXPRESSION instead of the manifest's
+        /// (tests that cannot wait a minute): `--schedule 'recovery=*/2 * * * * *'`.
+        #[arg(long = "schedule", value_parser = parse_override::<String>)]
+        schedules: Vec<(String, String)>,
+        /// Load COMPONENT from PATH instead of its manifest `source`
+        /// (e.g. a test build with failpoints): `--source order=target/failpoints/order.wasm`.
+        #[arg(long = "source", value_parser = parse_override::<PathBuf>)]
+        sources: Vec<(String, PathBuf)>,
     },
     /// Apply the migrations in `migrations/` next to the manifest.
     Migrate {
@@ -60,6 +72,12 @@ enum Command {
     },
 }
 
+/// `COMPONENT=VALUE`.
+fn parse_override<T: From<String>>(text: &str) -> Result<(String, T), String> {
+    let (id, value) = text.split_once('=').ok_or("expected COMPONENT=VALUE")?;
+    Ok((id.to_owned(), T::from(value.to_owned())))
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -77,12 +95,17 @@ fn main() -> Result<()> {
                 listen,
                 cache_dir,
                 pg_pool_size,
+                no_cron,
+                schedules,
+                sources,
             } => {
                 let settings = Settings {
                     cache_dir: cache_dir.unwrap_or_else(|| default_cache_dir(&app)),
                     pg_pool_size,
+                    source_overrides: sources.into_iter().collect(),
                 };
-                up(app, &listen, settings).await
+                let schedules = (!no_cron).then(|| schedules.into_iter().collect());
+                up(app, &listen, settings, schedules).await
             }
             Command::Migrate {
                 database_url,
@@ -115,12 +138,20 @@ fn main() -> Result<()> {
     })
 }
 
-async fn up(app: App, listen: &str, settings: Settings) -> Result<()> {
+/// `schedules`: `None` runs no cron triggers; otherwise per-component overrides.
+async fn up(
+    app: App,
+    listen: &str,
+    settings: Settings,
+    schedules: Option<HashMap<String, String>>,
+) -> Result<()> {
     let resolver = Resolver::from_env(&app.manifest)?;
     let runtime = Runtime::load(&app, &resolver, &settings)?;
     let trigger = Arc::new(http_trigger::HttpTrigger::new(&app, &runtime)?);
-    let cron_tasks: Vec<_> = cron_trigger::jobs(&app, &runtime)?
+    let jobs = cron_trigger::jobs(&app, &runtime, schedules.as_ref().unwrap_or(&HashMap::new()))?;
+    let cron_tasks: Vec<_> = jobs
         .into_iter()
+        .filter(|_| schedules.is_some())
         .map(|job| tokio::spawn(job.run()))
         .collect();
     let listener = tokio::net::TcpListener::bind(listen)

@@ -36,6 +36,8 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     /// Connections per Postgres pool (per component, per address).
     pub pg_pool_size: usize,
+    /// `.wasm` files to load instead of a component's `source` (test builds).
+    pub source_overrides: HashMap<String, PathBuf>,
 }
 
 /// Every component of the app, by id.
@@ -147,7 +149,12 @@ impl Runtime {
                 .with_context(|| format!("component {id:?}: allowed_outbound_hosts"))?;
             let allowed_hosts = AllowedHosts::parse(&allowed)
                 .with_context(|| format!("component {id:?}: allowed_outbound_hosts"))?;
-            let component = compile(&engine, &app.source_path(decl), &settings.cache_dir)?;
+            let source = settings
+                .source_overrides
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| app.source_path(decl));
+            let component = compile(&engine, &source, &settings.cache_dir)?;
             let pre = linker
                 .instantiate_pre(&component)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))

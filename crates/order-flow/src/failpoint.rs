@@ -5,7 +5,8 @@
 //! is empty and `check` does nothing. A test arms one per request with the
 //! `x-failpoint` header: `after-debit` fails like a store would (the order is
 //! held), `crash:after-debit` traps like a dying process (the order stays
-//! `PENDING` until recovery finds it).
+//! `PENDING` until recovery finds it), and `bypass-recovery-lock` makes an
+//! admin recovery run ignore the lock.
 
 use crate::StepError;
 
@@ -23,6 +24,16 @@ impl Failpoints {
             #[cfg(feature = "failpoints")]
             armed: value.map(str::to_owned),
         }
+    }
+
+    /// `bypass-recovery-lock`: a recovery run that ignores the lock, to prove
+    /// the conditional updates alone keep two runners from doubling a step.
+    pub fn recovery_lock(&self) -> crate::recovery::Lock {
+        #[cfg(feature = "failpoints")]
+        if self.armed.as_deref() == Some("bypass-recovery-lock") {
+            return crate::recovery::Lock::Bypass;
+        }
+        crate::recovery::Lock::Take
     }
 
     /// Fail here if this point is armed.

@@ -13,6 +13,7 @@
 
 mod failpoint;
 pub mod popular;
+pub mod recovery;
 pub mod view;
 
 pub use failpoint::Failpoints;
@@ -124,7 +125,10 @@ WITH paid AS (
     UPDATE products p SET stock = p.stock - lines.quantity, reserved = p.reserved - lines.quantity
     FROM lines, locked WHERE p.id = lines.product_id AND locked.id = p.id
 )
-SELECT paid_at AT TIME ZONE 'UTC' AS paid_at FROM paid";
+SELECT paid_at AT TIME ZONE 'UTC' AS paid_at,
+       array(SELECT product_id FROM lines ORDER BY product_id) AS products,
+       array(SELECT quantity FROM lines ORDER BY product_id) AS quantities
+FROM paid";
 
 /// Undo, for a business failure (`FAILED`) and recovery's roll-back
 /// (`CANCELLED`). Invariants 2 and 3: give back exactly what the order holds,
@@ -290,11 +294,11 @@ pub fn pay(
     failpoints.check("after-coupon")?;
     let balance = debit(db, order_id, user_id, priced.total - discount)?;
     failpoints.check("after-debit")?; // also "before confirm": nothing happens in between
-    let paid_at = confirm(db, order_id)?.ok_or(StepError::Superseded)?;
+    let confirmed = confirm(db, order_id)?.ok_or(StepError::Superseded)?;
     Ok(Paid {
         balance,
         discount,
-        paid_at,
+        paid_at: confirmed.paid_at,
     })
 }
 
@@ -396,21 +400,35 @@ fn debit(db: &Db, order_id: i64, user_id: i64, amount: i64) -> Result<i64, StepE
     }
 }
 
+/// A confirmed (paid) order: when, and the (product, quantity) lines sold.
+pub struct Confirmed {
+    pub paid_at: chrono::DateTime<chrono::Utc>,
+    pub lines: Vec<(i64, i64)>,
+}
+
 /// Step 5 (and recovery's roll-forward): `PAID`, stock sold. `None` when the
 /// order was not debited or is already final.
-pub fn confirm(db: &Db, order_id: i64) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbError> {
+pub fn confirm(db: &Db, order_id: i64) -> Result<Option<Confirmed>, Problem> {
     let rows = db.query(CONFIRM, &[ParameterValue::Int64(order_id)])?;
-    let paid_at = rows.rows().next().map(|row| instant(&row, "paid_at"));
-    match paid_at {
-        Some(Ok(at)) => Ok(Some(at)),
-        Some(Err(_)) | None => Ok(None),
-    }
+    first(&rows, |row| {
+        let products: Vec<Option<i64>> = column(row, "products")?;
+        let quantities: Vec<Option<i64>> = column(row, "quantities")?;
+        let lines = products
+            .into_iter()
+            .flatten()
+            .zip(quantities.into_iter().flatten())
+            .collect();
+        Ok(Confirmed {
+            paid_at: instant(row, "paid_at")?,
+            lines,
+        })
+    })
 }
 
 /// End an order that did not pay: `FAILED` with its reason, or `CANCELLED`
 /// by recovery. Releases its stock and coupon. `false` if it was not ended
 /// (already final, or already debited — those roll forward instead).
-pub fn undo(db: &Db, order_id: i64, outcome: Undo<'_>) -> Result<bool, DbError> {
+pub fn undo(db: &Db, order_id: i64, outcome: Undo<'_>) -> Result<bool, Problem> {
     let (status, code, detail, product) = match outcome {
         Undo::Fail(rejection, product) => (
             OrderStatus::Failed,

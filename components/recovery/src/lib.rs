@@ -1,0 +1,35 @@
+//! SPEC §5 on a schedule: the Spin cron trigger calls `handle-cron-event`
+//! (world `fermyon:spin-cron@2.0.0`, under `wit/`) every minute in every
+//! instance; the batch itself, lock included, is `order_flow::recovery`,
+//! shared with the admin route.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "fermyon:spin-cron/spin-cron",
+});
+
+use order_flow::recovery::{self, Lock, RunError};
+
+struct Recovery;
+
+impl Guest for Recovery {
+    fn handle_cron_event(metadata: Metadata) -> Result<(), Error> {
+        let pending_timeout = edge::config::variable("pending_timeout_seconds")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::Other("pending_timeout_seconds is not set to a number".into()))?;
+        match recovery::run(Lock::Take, pending_timeout) {
+            Ok(summary) => {
+                if summary.examined > 0 {
+                    eprintln!("recovery at {}: {summary:?}", metadata.timestamp);
+                }
+                Ok(())
+            }
+            // Another instance is running the batch this minute.
+            Err(RunError::Locked) => Ok(()),
+            Err(RunError::Failed(problem)) => Err(Error::Other(problem.detail)),
+        }
+    }
+}
+
+export!(Recovery);

@@ -294,6 +294,18 @@ async fn real_responses_match_the_served_openapi_document() {
         &app.get("/api/v1/orders/987654", user_token).await.unwrap(),
     );
 
+    // Popular products (§7).
+    check(
+        "GET",
+        "/api/v1/products/popular",
+        &app.get("/api/v1/products/popular?days=7", None).await.unwrap(),
+    );
+    check(
+        "GET",
+        "/api/v1/products/popular",
+        &app.get("/api/v1/products/popular?days=9", None).await.unwrap(),
+    );
+
     // Recovery (§5).
     let run = app
         .request(

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod order;
 pub mod page;
+pub mod popular;
 pub mod product;
 pub mod wallet;
 

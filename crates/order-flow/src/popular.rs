@@ -1,23 +1,33 @@
-//! Counting paid units for popular products (SPEC §7): one sorted set per UTC
-//! day. A failure here never fails a paid order: the popular-products answer
-//! falls back to Postgres when the day keys are missing.
+//! Units sold per product per UTC day, for popular products (SPEC §7).
+//!
+//! Postgres (units of `PAID` orders by `paid_at`) is the truth; Redis keeps
+//! one sorted set per day as a fast index of it. A day key is only ever
+//! *created* from Postgres (`rebuild_day`), with a sentinel member so an empty
+//! day still exists; sales then add to keys that exist. So a key that exists
+//! is complete, a missing one (never built, expired, flushed) is rebuilt — a
+//! sale is never counted into a key that is missing its earlier sales.
 
-use chrono::{DateTime, Utc};
-use edge::redis::Script;
-use spin_sdk::redis::RedisParameter;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use edge::pg::{column, Db};
+use edge::redis::{text, Script};
+use edge::Problem;
+use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
 /// Day keys live a little over the longest window (7 days).
-pub const DAY_KEY_TTL_SECONDS: i64 = 8 * 24 * 60 * 60;
+const DAY_KEY_TTL_SECONDS: i64 = 8 * 24 * 60 * 60;
+/// The member that marks a day as built (product ids are positive).
+const SENTINEL: &str = "0";
 
-/// The sorted set of units sold on the UTC day of `at`. All day keys share
-/// the `{popular}` hash tag so a window can be unioned on Redis Cluster too.
-pub fn day_key(at: DateTime<Utc>) -> String {
-    format!("{{popular}}:{}", at.format("%Y-%m-%d"))
+/// The sorted set of units sold on UTC `day`. All day keys share the
+/// `{popular}` hash tag, so a window can be unioned on Redis Cluster too.
+pub fn day_key(day: NaiveDate) -> String {
+    format!("{{popular}}:{}", day.format("%Y-%m-%d"))
 }
 
-/// Add an order's units to its day in one round trip. ARGV: TTL, then
+/// Add an order's units to its day, if that day's key exists. ARGV: TTL, then
 /// (product, quantity) pairs.
 const COUNT_SALE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = 2, #ARGV, 2 do
   redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
 end
@@ -25,7 +35,42 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 ";
 
+/// Build a day from a Postgres snapshot, only if nobody has (a key that
+/// exists already counts every sale since it was built). ARGV: TTL, sentinel,
+/// then (product, units) pairs.
+const REBUILD_DAY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('ZADD', KEYS[1], 0, ARGV[2])
+for i = 3, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+";
+
+/// The window's totals: `0` then the indexes of missing day keys, or `1` then
+/// member/score pairs of their union.
+const WINDOW: &str = r"
+local missing = {}
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then table.insert(missing, i) end
+end
+if #missing > 0 then return {0, missing} end
+local union = {'ZUNION', #KEYS}
+for i = 1, #KEYS do table.insert(union, KEYS[i]) end
+table.insert(union, 'WITHSCORES')
+return {1, redis.call(unpack(union))}
+";
+
+/// Units of PAID orders per product paid in `[from, until)`.
+const SOLD_BETWEEN: &str = "
+SELECT i.product_id, sum(i.quantity)::int8 AS units
+FROM orders o JOIN order_items i ON i.order_id = o.id
+WHERE o.status = 'PAID' AND o.paid_at >= $1::timestamp AT TIME ZONE 'UTC' AND o.paid_at < $2::timestamp AT TIME ZONE 'UTC'
+GROUP BY i.product_id";
+
 /// Count a paid order's lines (product id, quantity) on the day it was paid.
+/// Best effort: a missing day key is rebuilt from Postgres when next read.
 pub fn count_sale(paid_at: DateTime<Utc>, lines: &[(i64, i64)]) {
     let mut args = vec![RedisParameter::Int64(DAY_KEY_TTL_SECONDS)];
     for (product_id, quantity) in lines {
@@ -34,7 +79,7 @@ pub fn count_sale(paid_at: DateTime<Utc>, lines: &[(i64, i64)]) {
     }
     let counted = edge::redis::connect().and_then(|redis| {
         Script::new(COUNT_SALE)
-            .run(&redis, &[&day_key(paid_at)], &args)
+            .run(&redis, &[&day_key(paid_at.date_naive())], &args)
             .map_err(edge::redis::unavailable)
     });
     if let Err(problem) = counted {
@@ -43,4 +88,86 @@ pub fn count_sale(paid_at: DateTime<Utc>, lines: &[(i64, i64)]) {
             problem.detail
         );
     }
+}
+
+/// Units sold per product over `[from, until)`, straight from Postgres.
+pub fn sold_in_postgres(
+    db: &Db,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<(i64, i64)>, Problem> {
+    let rows = db.query(
+        SOLD_BETWEEN,
+        &[edge::pg::utc_param(from), edge::pg::utc_param(until)],
+    )?;
+    rows.rows()
+        .map(|row| Ok((column(&row, "product_id")?, column(&row, "units")?)))
+        .collect()
+}
+
+/// Units sold per product over the UTC days `first..=last`, from Redis,
+/// building missing day keys from Postgres first. `Err` when Redis fails
+/// (the caller answers from Postgres).
+pub fn sold_in_redis(
+    db: &Db,
+    redis: &Connection,
+    first: NaiveDate,
+    last: NaiveDate,
+) -> Result<Vec<(i64, i64)>, Problem> {
+    let days: Vec<NaiveDate> = first.iter_days().take_while(|d| *d <= last).collect();
+    let keys: Vec<String> = days.iter().map(|d| day_key(*d)).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    // At most two rounds: read; if days were missing, build them and read again.
+    for _ in 0..2 {
+        let reply = Script::new(WINDOW)
+            .run(redis, &key_refs, &[])
+            .map_err(edge::redis::unavailable)?;
+        match reply.split_first() {
+            Some((RedisResult::Int64(1), pairs)) => return Ok(totals(pairs)),
+            Some((RedisResult::Int64(0), missing)) => {
+                for index in missing {
+                    let RedisResult::Int64(i) = index else { continue };
+                    let day = days[(*i - 1) as usize];
+                    rebuild_day(db, redis, day)?;
+                }
+            }
+            _ => {
+                return Err(Problem::unavailable(
+                    "unexpected reply from the popular-products script",
+                ))
+            }
+        }
+    }
+    Err(Problem::unavailable(
+        "the popular-products keys could not be built",
+    ))
+}
+
+fn rebuild_day(db: &Db, redis: &Connection, day: NaiveDate) -> Result<(), Problem> {
+    let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+    let sold = sold_in_postgres(db, start, start + Duration::days(1))?;
+    let mut args = vec![
+        RedisParameter::Int64(DAY_KEY_TTL_SECONDS),
+        RedisParameter::Binary(SENTINEL.as_bytes().to_vec()),
+    ];
+    for (product_id, units) in sold {
+        args.push(RedisParameter::Int64(product_id));
+        args.push(RedisParameter::Int64(units));
+    }
+    Script::new(REBUILD_DAY)
+        .run(redis, &[&day_key(day)], &args)
+        .map(drop)
+        .map_err(edge::redis::unavailable)
+}
+
+/// Member/score pairs into (product, units), without the sentinel.
+fn totals(pairs: &[RedisResult]) -> Vec<(i64, i64)> {
+    pairs
+        .chunks_exact(2)
+        .filter_map(|pair| {
+            let product: i64 = text(&pair[0])?.parse().ok()?;
+            let units = text(&pair[1])?.parse::<f64>().ok()? as i64;
+            (product > 0 && units > 0).then_some((product, units))
+        })
+        .collect()
 }

@@ -307,6 +307,18 @@ pub struct Options<'a> {
     pub recovery_schedule: Option<&'a str>,
 }
 
+/// Race-window runs: `EDGE_HOST_STORE_DELAY_MS` (inherited by every host)
+/// delays every store call; `EDGE_TEST_UNEVEN_DELAY_MS` delays only the first
+/// instance's, so instances interleave unevenly.
+fn uneven_delay(env: &[(String, String)], instance: usize) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    if let Ok(delay) = std::env::var("EDGE_TEST_UNEVEN_DELAY_MS") {
+        let delay = if instance == 0 { delay } else { "0".to_owned() };
+        env.push(("EDGE_HOST_STORE_DELAY_MS".to_owned(), delay));
+    }
+    env
+}
+
 /// A response: status, headers and the parsed JSON body (`Null` when empty).
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -403,7 +415,7 @@ impl TestApp {
             None => args.push("--no-cron".to_owned()),
         }
         let hosts = (0..options.instances.max(1))
-            .map(|_| Host::start_with_args(&manifest, &env, &args))
+            .map(|i| Host::start_with_args(&manifest, &uneven_delay(&env, i), &args))
             .collect::<Result<Vec<_>>>()?;
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
         Ok(TestApp {

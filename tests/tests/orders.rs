@@ -159,13 +159,23 @@ async fn paying_without_a_coupon() {
     assert_eq!(ledger.body["items"][0]["amount"], -12_000);
     assert_eq!(ledger.body["items"][0]["orderId"], id);
 
-    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let sold: Option<f64> = redis::cmd("ZSCORE")
-        .arg(format!("{{popular}}:{today}"))
-        .arg(a)
-        .query(&mut app.redis().unwrap())
-        .unwrap();
-    assert_eq!(sold, Some(2.0), "the sale is counted for popular products");
+    let popular = app.get("/api/v1/products/popular?days=1", None).await.unwrap();
+    let ranked: Vec<(i64, i64)> = popular.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["productId"].as_i64().unwrap(),
+                i["soldQuantity"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranked,
+        vec![(b, 3), (a, 2)],
+        "the sale counts for popular products"
+    );
 
     let detail = app
         .get(&format!("{ORDERS}/{id}"), Some(&token(3, None)))

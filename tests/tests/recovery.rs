@@ -182,16 +182,41 @@ async fn every_failpoint_holds_the_order_and_recovery_resolves_it() {
         .unwrap()
         .get(0);
     assert_eq!(balance_after_paid, 50_000 - 8_000 + 1_000);
+    // Build today's popular key now; the next rolled-forward sale must add to it.
+    let before = app.get("/api/v1/products/popular?days=1", None).await.unwrap();
+    let sold_b = |reply: &Reply| {
+        reply.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["productId"] == b)
+            .map(|i| i["soldQuantity"].as_i64().unwrap())
+    };
+    assert_eq!(
+        sold_b(&before),
+        Some(2),
+        "the rolled-forward order is paid: {}",
+        before.text
+    );
+    fund(&app, 200, 50_000).await;
+    let body = json!({"items": [{"productId": b, "quantity": 3}]});
+    assert_eq!(
+        place(&app, app.base_url(), 200, "late", &body, Some("after-debit"))
+            .await
+            .status,
+        202
+    );
+    assert_eq!(recover(&app, &[]).await.body["rolledForward"], 1);
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let sold: Option<f64> = redis::cmd("ZSCORE")
+    let counted: Option<f64> = redis::cmd("ZSCORE")
         .arg(format!("{{popular}}:{today}"))
         .arg(b)
         .query(&mut app.redis().unwrap())
         .unwrap();
     assert_eq!(
-        sold,
-        Some(2.0),
-        "a rolled-forward order counts for popular products"
+        counted,
+        Some(5.0),
+        "recovery's roll-forward counts the sale into the day key"
     );
 }
 

@@ -5,6 +5,9 @@ use crate::Problem;
 use serde::de::DeserializeOwned;
 use spin_sdk::http::Request;
 
+/// The largest request body any route accepts (an order of 50 lines is ~3 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// Parse a JSON body into `T`. Request types use `#[serde(deny_unknown_fields)]`
 /// so a misspelt field is an error instead of a silently ignored value.
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
@@ -13,6 +16,12 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
 
 /// The pure part of [`json_body`], testable natively.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Problem::new(
+            commerce::ErrorCode::PayloadTooLarge,
+            format!("the body may be at most {MAX_BODY_BYTES} bytes"),
+        ));
+    }
     if body.is_empty() {
         return Err(Problem::invalid("body", "a JSON object is required"));
     }

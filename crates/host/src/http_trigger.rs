@@ -278,22 +278,44 @@ async fn invoke(target: &Target, req: hyper::Request<Incoming>) -> Result<Respon
         .new_response_outparam(sender)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let proxy_pre = target.proxy.clone();
-    // The guest may keep writing the body after it has sent the head, so it
-    // runs in its own task.
-    let task = tokio::spawn(async move {
+    let mut guest = Box::pin(async move {
         let proxy = proxy_pre.instantiate_async(&mut store).await?;
         proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut store, incoming, outparam)
             .await
     });
+    // Drive the guest on this task: most guests set the response and return in
+    // one go, and handing them to another task costs a cross-thread wake-up
+    // per request. A guest still writing its body after the head is sent
+    // carries on in a task of its own.
+    let mut receiver = receiver;
+    let finished = tokio::select! {
+        biased;
+        head = &mut receiver => {
+            tokio::spawn(async move {
+                if let Err(e) = guest.await {
+                    tracing::warn!("Component error after response started: {e:?}");
+                }
+            });
+            return response_or_error(head.map_err(|_| anyhow::anyhow!("response channel closed")));
+        }
+        finished = &mut guest => finished,
+    };
     match receiver.await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(code)) => anyhow::bail!("guest answered with an error: {code:?}"),
-        Err(_) => match task.await {
-            Ok(Ok(())) => anyhow::bail!("guest failed to produce a response prior to returning"),
-            Ok(Err(e)) => Err(anyhow::anyhow!("{e:?}").context("guest invocation failed")),
-            Err(e) => Err(anyhow::Error::from(e).context("guest task failed")),
+        Ok(head) => response_or_error(Ok(head)),
+        Err(_) => match finished {
+            Ok(()) => anyhow::bail!("guest failed to produce a response prior to returning"),
+            Err(e) => Err(anyhow::anyhow!("{e:?}").context("guest invocation failed")),
         },
+    }
+}
+
+fn response_or_error(
+    head: Result<Result<Response, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>>,
+) -> Result<Response> {
+    match head? {
+        Ok(response) => Ok(response),
+        Err(code) => anyhow::bail!("guest answered with an error: {code:?}"),
     }
 }

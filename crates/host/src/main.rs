@@ -44,6 +44,10 @@ enum Command {
         /// (tests that cannot wait a minute): `--schedule 'recovery=*/2 * * * * *'`.
         #[arg(long = "schedule", value_parser = parse_override::<String>)]
         schedules: Vec<(String, String)>,
+        /// Delay every Postgres and Redis call by a random 0..=N ms, to widen
+        /// race windows in tests (ACIDRain-style); 0 in normal runs.
+        #[arg(long, env = "EDGE_HOST_STORE_DELAY_MS", default_value_t = 0)]
+        store_delay_ms: u64,
         /// Load COMPONENT from PATH instead of its manifest `source`
         /// (e.g. a test build with failpoints): `--source order=target/failpoints/order.wasm`.
         #[arg(long = "source", value_parser = parse_override::<PathBuf>)]
@@ -97,12 +101,14 @@ fn main() -> Result<()> {
                 pg_pool_size,
                 no_cron,
                 schedules,
+                store_delay_ms,
                 sources,
             } => {
                 let settings = Settings {
                     cache_dir: cache_dir.unwrap_or_else(|| default_cache_dir(&app)),
                     pg_pool_size,
                     source_overrides: sources.into_iter().collect(),
+                    store_delay_max: std::time::Duration::from_millis(store_delay_ms),
                 };
                 let schedules = (!no_cron).then(|| schedules.into_iter().collect());
                 up(app, &listen, settings, schedules).await

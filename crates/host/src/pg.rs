@@ -114,6 +114,7 @@ impl Host for InstanceState {}
 
 impl HostConnection for InstanceState {
     async fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<PgConnection>, Error>> {
+        self.component.store_delay().await;
         Ok(match self.open_pg(&address).await {
             Ok(connection) => Ok(self.table.push(connection)?),
             Err(e) => Err(e),
@@ -126,6 +127,7 @@ impl HostConnection for InstanceState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<RowSet, Error>> {
+        self.component.store_delay().await;
         let client = &self.table.get(&connection)?.client;
         let params = match to_sql_parameters(&params) {
             Ok(params) => params,
@@ -151,6 +153,7 @@ impl HostConnection for InstanceState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<u64, Error>> {
+        self.component.store_delay().await;
         let client = &self.table.get(&connection)?.client;
         let params = match to_sql_parameters(&params) {
             Ok(params) => params,

@@ -42,7 +42,12 @@ impl InstanceState {
         Ok(RedisConnection { connection })
     }
 
-    fn redis(&mut self, connection: &Resource<RedisConnection>) -> wasmtime::Result<MultiplexedConnection> {
+    /// The connection behind a resource (after the test delay, if any).
+    async fn redis(
+        &mut self,
+        connection: &Resource<RedisConnection>,
+    ) -> wasmtime::Result<MultiplexedConnection> {
+        self.component.store_delay().await;
         // A multiplexed connection is a cheap handle; cloning lets the call
         // await without holding a borrow of the resource table.
         Ok(self.table.get(connection)?.connection.clone())
@@ -57,6 +62,7 @@ impl Host for InstanceState {}
 
 impl HostConnection for InstanceState {
     async fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<RedisConnection>, Error>> {
+        self.component.store_delay().await;
         Ok(match self.open_redis(&address).await {
             Ok(connection) => Ok(self.table.push(connection)?),
             Err(e) => Err(e),
@@ -69,7 +75,7 @@ impl HostConnection for InstanceState {
         channel: String,
         payload: Payload,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let mut conn = self.redis(&connection)?;
+        let mut conn = self.redis(&connection).await?;
         Ok(conn.publish::<_, _, ()>(channel, payload).await.map_err(other))
     }
 
@@ -78,7 +84,7 @@ impl HostConnection for InstanceState {
         connection: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Payload>, Error>> {
-        let mut conn = self.redis(&connection)?;
+        let mut conn = self.redis(&connection).await?;
         Ok(conn.get(key).await.map_err(other))
     }
 
@@ -88,7 +94,7 @@ impl HostConnection for InstanceState {
         key: String,
         value: Payload,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let mut conn = self.redis(&connection)?;
+        let mut conn = self.redis(&connection).await?;
         Ok(conn.set::<_, _, ()>(key, value).await.map_err(other))
     }
 
@@ -97,7 +103,7 @@ impl HostConnection for InstanceState {
         connection: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<i64, Error>> {
-        let mut conn = self.redis(&connection)?;
+        let mut conn = self.redis(&connection).await?;
         Ok(conn.incr(key, 1).await.map_err(other))
     }
 
@@ -106,7 +112,7 @@ impl HostConnection for InstanceState {
         connection: Resource<RedisConnection>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        let mut conn = self.redis(&connection)?;
+        let mut conn = self.redis(&connection).await?;
         Ok(conn.del(keys).await.map_err(other))
     }
 
@@ -116,7 +122,7 @@ impl HostConnection for InstanceState {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        let mut conn = self.redis(&connection)?;
+        let mut conn = self.redis(&connection).await?;
         Ok(conn.sadd(key, values).await.map_err(|e| match e.kind() {
             redis::ErrorKind::UnexpectedReturnType => Error::TypeError,
             _ => other(e),
@@ -128,7 +134,7 @@ impl HostConnection for InstanceState {
         connection: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<Vec<String>, Error>> {
-        let mut conn = self.redis(&connection)?;
+        let mut conn = self.redis(&connection).await?;
         Ok(conn.smembers(key).await.map_err(other))
     }
 
@@ -138,7 +144,7 @@ impl HostConnection for InstanceState {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        let mut conn = self.redis(&connection)?;
+        let mut conn = self.redis(&connection).await?;
         Ok(conn.srem(key, values).await.map_err(other))
     }
 
@@ -148,7 +154,7 @@ impl HostConnection for InstanceState {
         command: String,
         arguments: Vec<RedisParameter>,
     ) -> wasmtime::Result<Result<Vec<RedisResult>, Error>> {
-        let mut conn = self.redis(&connection)?;
+        let mut conn = self.redis(&connection).await?;
         let mut cmd = redis::cmd(&command);
         for argument in arguments {
             match argument {

@@ -38,6 +38,8 @@ pub struct Settings {
     pub pg_pool_size: usize,
     /// `.wasm` files to load instead of a component's `source` (test builds).
     pub source_overrides: HashMap<String, PathBuf>,
+    /// Random delay before every store call (race-window tests).
+    pub store_delay_max: std::time::Duration,
 }
 
 /// Every component of the app, by id.
@@ -52,7 +54,13 @@ fn engine() -> Result<Engine> {
         .total_core_instances(4_000)
         .total_memories(4_000)
         .total_tables(4_000)
-        .max_memory_size(256 << 20);
+        .max_memory_size(256 << 20)
+        // Reset a freed instance's memory with memset (or a pagemap scan)
+        // rather than madvise: no TLB shootdown and no page faults on reuse.
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .decommit_batch_size(32);
     let mut config = Config::new();
     config
         .wasm_component_model(true)
@@ -169,6 +177,7 @@ impl Runtime {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 pg_pools: PgPools::new(settings.pg_pool_size),
+                store_delay_max: settings.store_delay_max,
             });
             components.insert(id.clone(), Arc::new(LoadedComponent { context, pre }));
         }

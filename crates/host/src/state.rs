@@ -20,6 +20,20 @@ pub struct ComponentContext {
     pub environment: Vec<(String, String)>,
     /// One pool per address, per component, as in Spin.
     pub pg_pools: PgPools,
+    /// Test setting: delay every Postgres and Redis call by a random 0..=this,
+    /// to widen race windows (zero in normal runs).
+    pub store_delay_max: std::time::Duration,
+}
+
+impl ComponentContext {
+    /// Wait the random store delay, if one is configured.
+    pub async fn store_delay(&self) {
+        if !self.store_delay_max.is_zero() {
+            let max = self.store_delay_max.as_micros() as u64;
+            let micros = rand::random_range(0..=max);
+            tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+        }
+    }
 }
 
 /// The data of one instance's `Store`: fresh for every request or cron event.

@@ -1,0 +1,492 @@
+#!/usr/bin/env python3
+"""The benchmark suite (issue 8): workloads through the real host and components,
+the raw limits of the same work without HTTP or wasm, invariants after every run,
+and a report in bench/results/.
+
+Run it with `./dev bench` (or `./dev bench --smoke` for the short correctness-only
+version CI runs). Only the standard library is used; the load generator is wrk,
+the raw limits are redis-benchmark and pgbench.
+"""
+
+import argparse
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import platform
+import signal
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECRET = "bench-secret-0123456789"
+PG_SERVER = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def run(cmd, **kwargs):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kwargs).stdout
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------- tokens
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def token(user, role=None):
+    now = int(time.time())
+    claims = {"sub": str(user), "iat": now, "exp": now + 4 * 3600}
+    if role:
+        claims["role"] = role
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    signature = hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(signature)}"
+
+
+def tokens_file(users, extra=None):
+    """A file of tokens, one line per user; `extra(user)` appends a field."""
+    handle = tempfile.NamedTemporaryFile("w", delete=False, suffix=".tokens")
+    for user in users:
+        suffix = f" {extra(user)}" if extra and extra(user) else ""
+        handle.write(f"{token(user)}{suffix}\n")
+    handle.close()
+    return handle.name
+
+
+# ----------------------------------------------------------------- stores
+
+def psql(db, sql):
+    return run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", f"{PG_SERVER}/{db}", "-c", sql]).strip()
+
+
+class Redis:
+    """A private redis-server for the benchmark."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            if self.cli("PING") == "PONG":
+                return
+            time.sleep(0.05)
+        raise RuntimeError("redis did not start")
+
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def cli(self, *args):
+        result = subprocess.run(["redis-cli", "-p", str(self.port), *args], text=True, capture_output=True)
+        return result.stdout.strip()
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+
+
+class App:
+    """A fresh database and N host instances of spin.toml on it."""
+
+    def __init__(self, host_binary, redis, instances, tag):
+        self.db = f"bench_{tag}_{os.getpid()}_{int(time.time() * 1000)}"
+        run(["psql", "-X", "-q", f"{PG_SERVER}/postgres", "-c", f"CREATE DATABASE {self.db}"])
+        self.url = f"{PG_SERVER}/{self.db}"
+        run([host_binary, "-f", os.path.join(ROOT, "spin.toml"), "migrate", "--database-url", self.url])
+        redis.cli("FLUSHALL")
+        self.redis = redis
+        pool = max(8, 40 // instances)
+        env = dict(os.environ, SPIN_VARIABLE_PG_URL=self.url, SPIN_VARIABLE_REDIS_URL=redis.url(),
+                   SPIN_VARIABLE_REDIS_HOST=f"127.0.0.1:{redis.port}", SPIN_VARIABLE_JWT_SECRET=SECRET,
+                   EDGE_HOST_LOG="error")
+        self.hosts = [Host(host_binary, os.path.join(ROOT, "spin.toml"), env, ["--no-cron", f"--pg-pool-size={pool}"])
+                      for _ in range(instances)]
+
+    def sql(self, statement):
+        return psql(self.db, statement)
+
+    def check_invariants(self, checker):
+        result = subprocess.run([checker, self.url, self.redis.url()], text=True, capture_output=True)
+        return result.returncode == 0, result.stdout.strip().splitlines()[:5]
+
+    def close(self):
+        for host in self.hosts:
+            host.stop()
+        run(["psql", "-X", "-q", f"{PG_SERVER}/postgres", "-c", f"DROP DATABASE {self.db} WITH (FORCE)"])
+
+
+class Host:
+    def __init__(self, binary, manifest, env, args):
+        self.process = subprocess.Popen([binary, "-f", manifest, "up", "--listen", "127.0.0.1:0", *args],
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.process.stdout.readline()
+        if not line.startswith("Serving "):
+            raise RuntimeError(f"host did not start: {line}")
+        self.url = line.split()[1]
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait()
+
+
+# ----------------------------------------------------------------- measuring
+
+def wrk(urls, script, args_for, connections, threads=2, max_seconds=120):
+    """Run one wrk per instance at once (connections split evenly), each with
+    `args_for(i)` (its own users, so instances never act as one user), and
+    merge the results."""
+    per_instance = max(1, connections // len(urls))
+    processes = []
+    for i, url in enumerate(urls):
+        markers = tempfile.mkdtemp(prefix="wrk-markers-")
+        cmd = ["wrk", f"-t{threads}", f"-c{max(per_instance, threads)}", f"-d{max_seconds}s", "--latency",
+               "-s", os.path.join("bench/lua", script), url, "--", *[str(a) for a in args_for(i)]]
+        env = dict(os.environ, BENCH_MARKERS=markers)
+        process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        processes.append((process, markers))
+    # Every thread drops a marker when its quota is answered; then wrk is told to report.
+    deadline = time.time() + max_seconds
+    pending = list(processes)
+    while pending and time.time() < deadline:
+        for process, markers in list(pending):
+            if len(os.listdir(markers)) >= threads or process.poll() is not None:
+                process.send_signal(signal.SIGINT)
+                pending.remove((process, markers))
+        time.sleep(0.05)
+    results = []
+    for process, _ in processes:
+        out, err = process.communicate()
+        match = re.search(r"BENCH_JSON (\{.*\})", out)
+        if not match:
+            raise RuntimeError(f"wrk failed: {out}\n{err}")
+        results.append(json.loads(match.group(1)))
+    statuses = {}
+    for result in results:
+        for status, n in result["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + n
+    duration = max(r["duration_us"] for r in results) / 1e6
+    answered = sum(statuses.values())
+    return {
+        "requests": answered,
+        "rps": answered / duration if duration else 0.0,
+        "p50_ms": max(r["p50_us"] for r in results) / 1000,
+        "p99_ms": max(r["p99_us"] for r in results) / 1000,
+        "errors": sum(r["errors"] for r in results),
+        "statuses": statuses,
+    }
+
+
+def spread(values):
+    values = sorted(values)
+    return {"min": values[0], "median": statistics.median(values), "max": values[-1]}
+
+
+# ----------------------------------------------------------------- raw limits
+
+def source_constant(path, name):
+    """A Lua or SQL constant exactly as the components use it."""
+    text = open(os.path.join(ROOT, path)).read()
+    match = re.search(rf'const {name}: &str = r?"(.*?)";', text, re.S)
+    return match.group(1)
+
+
+def raw_evalsha(redis, connections, requests):
+    """redis-benchmark running the coupon DECIDE script via EVALSHA."""
+    script = source_constant("components/coupon/src/allocation.rs", "DECIDE")
+    sha = redis.cli("SCRIPT", "LOAD", script)
+    redis.cli("SET", "coupon:{raw}:remaining", "1000000000")
+    out = run(["redis-benchmark", "-p", str(redis.port), "-c", str(connections), "-n", str(requests), "-r", "100000000",
+               "-q", "EVALSHA", sha, "2", "coupon:{raw}:remaining", "coupon:{raw}:issued", "__rand_int__"])
+    return float(re.search(r"([\d.]+) requests per second", out).group(1))
+
+
+def raw_order_chain(db, connections, seconds):
+    """pgbench running the order flow's own statements (create, reserve,
+    debit with its ledger row, confirm) for one-line orders."""
+    flow = "crates/order-flow/src/lib.rs"
+    prices = source_constant(flow, "PRICES")
+    create = source_constant(flow, "CREATE")
+    reserve = source_constant(flow, "RESERVE")
+    debit = source_constant(flow, "DEBIT")
+    confirm = source_constant(flow, "CONFIRM")
+
+    def bind(sql, values):
+        for i in sorted(values, reverse=True):
+            sql = sql.replace(f"${i}", values[i])
+        return " ".join(sql.split()) + ";"
+
+    script = "\n".join([
+        r"\set user random(1, 1000)",
+        r"\set product random(1, 100)",
+        bind(prices, {1: "ARRAY[:product]::int8[]"}),
+        bind(create, {1: ":user", 2: "'pgbench-' || :client_id || '-' || random()", 3: "'f'", 4: "'PENDING'",
+                      5: "NULL", 6: "1000", 7: "NULL", 8: "NULL", 9: "NULL", 10: "ARRAY[:product]",
+                      11: "ARRAY[1]", 12: "ARRAY[1000]"}).rstrip(";") + r" \gset",
+        bind(reserve, {1: ":id", 2: ":product", 3: "1"}),
+        bind(debit, {1: ":id", 2: ":user", 3: "1000"}),
+        bind(confirm, {1: ":id"}),
+    ])
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
+        handle.write(script + "\n")
+    out = run(["pgbench", "-n", "-c", str(connections), "-j", "2", "-T", str(seconds), "-f", handle.name,
+               f"{PG_SERVER}/{db}"])
+    return float(re.search(r"tps = ([\d.]+)", out).group(1))
+
+
+# ----------------------------------------------------------------- workloads
+
+def seed_orders(app, products, users, coupons, stock):
+    app.sql(f"INSERT INTO products (name, price, stock, initial_stock) "
+            f"SELECT 'product ' || g, 1000, {stock}, {stock} FROM generate_series(1, {products}) g")
+    app.sql(f"WITH w AS (INSERT INTO wallets (user_id, balance) SELECT g, 10000000 FROM generate_series(1, {users}) g "
+            f"RETURNING user_id, balance) INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, charge_key) "
+            f"SELECT user_id, 'CHARGE', balance, balance, 'seed' FROM w")
+    if coupons:
+        app.sql("INSERT INTO coupons (name, discount_type, discount_value, total_quantity, issued_count, "
+                "issue_starts_at, issue_ends_at, expires_at) VALUES ('bench', 'FIXED', 500, "
+                f"{coupons}, {coupons}, now() - interval '1 day', now() + interval '1 day', now() + interval '2 days')")
+        app.sql(f"INSERT INTO user_coupons (coupon_id, user_id) SELECT 1, g FROM generate_series(1, {coupons}) g")
+    return {int(line.split("|")[0]): int(line.split("|")[1])
+            for line in app.sql("SELECT user_id, id FROM user_coupons").splitlines() if line}
+
+
+def workload_coupon(app, scale, quantity):
+    admin = token(1, "admin")
+    body = json.dumps({"name": "storm", "discountType": "FIXED", "discountValue": 1000, "totalQuantity": quantity,
+                       "issueStartsAt": "2020-01-01T00:00:00Z", "issueEndsAt": "2099-01-01T00:00:00Z",
+                       "expiresAt": "2099-06-01T00:00:00Z"})
+    created = run(["curl", "-sf", "-X", "POST", f"{app.hosts[0].url}/api/v1/admin/coupons",
+                   "-H", f"authorization: Bearer {admin}", "-H", "content-type: application/json", "-d", body])
+    coupon = json.loads(created)["id"]
+    total = scale["coupon_requests"]
+    n = len(app.hosts)
+    tokens = [tokens_file(range(1000 + i, 1000 + total, n)) for i in range(n)]
+    result = wrk([h.url for h in app.hosts], "coupon.lua", lambda i: [tokens[i], total // (2 * n), coupon],
+                 connections=scale["connections"])
+    issued = int(app.sql(f"SELECT count(*) FROM user_coupons WHERE coupon_id = {coupon}"))
+    result["check"] = {"issued": issued, "expected_issued": min(quantity, result["requests"])}
+    result["ok_extra"] = quantity > total or issued == quantity
+    return result
+
+
+def workload_orders(app, scale, products, hot=False):
+    coupons = seed_orders(app, products=products, users=1000, coupons=200, stock=1_000_000)
+    n = len(app.hosts)
+    tokens = [tokens_file(range(1 + i, 1001, n), extra=lambda u: coupons.get(u, "")) for i in range(n)]
+    total = scale["order_requests"]
+    return wrk([h.url for h in app.hosts], "order.lua", lambda i: [tokens[i], total // (2 * n), 1 if hot else products],
+               connections=scale["connections"])
+
+
+def workload_charges(app, scale):
+    n = len(app.hosts)
+    tokens = [tokens_file(range(1 + i, 1001, n)) for i in range(n)]
+    total = scale["charge_requests"]
+    return wrk([h.url for h in app.hosts], "charge.lua", lambda i: [tokens[i], total // (2 * n)],
+               connections=scale["connections"])
+
+
+def workload_reads(app, scale):
+    seed_orders(app, products=100, users=10, coupons=0, stock=1000)
+    tokens = tokens_file(range(1, 11))
+    total = scale["read_requests"]
+    n = len(app.hosts)
+    return wrk([h.url for h in app.hosts], "reads.lua", lambda i: [tokens, total // (2 * n), 100],
+               connections=scale["connections"])
+
+
+# ----------------------------------------------------------------- report
+
+def facts(host_binary):
+    def version(cmd):
+        try:
+            return run(cmd).splitlines()[0].strip()
+        except Exception:  # a missing tool is reported as such
+            return "not found"
+    lock = open(os.path.join(ROOT, "Cargo.lock")).read()
+    wasmtime = re.search(r'name = "wasmtime"\nversion = "([^"]+)"', lock).group(1)
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    memory = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+    sizes = {name: os.path.getsize(os.path.join(ROOT, "target/wasm32-wasip2/release", f"{name}.wasm"))
+             for name in ["products", "wallet", "coupon", "order", "popular", "recovery", "ops"]}
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(int(memory) / 1024 / 1024, 1),
+        "kernel": platform.release(), "rustc": version(["rustc", "--version"]), "wasmtime": wasmtime,
+        "postgres": version(["psql", "--version"]), "redis": version(["redis-server", "--version"]),
+        "wrk": version(["wrk", "--version"]), "host_binary": os.path.relpath(host_binary, ROOT),
+        "wasm_bytes": sizes,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true", help="tiny counts, one run, correctness only (CI)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--host", default=os.path.join(ROOT, "target/host-release/edge-host"))
+    args = parser.parse_args()
+    checker = os.path.join(ROOT, "target/debug/check-invariants")
+    runs = 1 if args.smoke else args.runs
+    scale = {"connections": 8, "coupon_requests": 400, "order_requests": 200, "charge_requests": 200,
+             "read_requests": 300, "raw_requests": 2000, "raw_seconds": 2, "noop_seconds": 2} if args.smoke else \
+            {"connections": 64, "coupon_requests": 20000, "order_requests": 5000, "charge_requests": 5000,
+             "read_requests": 20000, "raw_requests": 20000, "raw_seconds": 10, "noop_seconds": 5}
+    redis = Redis()
+    results = {"facts": facts(args.host), "smoke": args.smoke, "runs": runs, "scale": scale, "raw": {}, "workloads": {}}
+    failures = []
+    try:
+        log("raw limits")
+        raw_redis, raw_pg = [], []
+        for _ in range(runs):
+            raw_redis.append(raw_evalsha(redis, scale["connections"], scale["raw_requests"]))
+            app = App(args.host, redis, 1, "raw")
+            seed_orders(app, products=100, users=1000, coupons=0, stock=100_000_000)
+            for host in app.hosts:
+                host.stop()
+            app.hosts = []
+            raw_pg.append(raw_order_chain(app.db, min(scale["connections"], 32), scale["raw_seconds"]))
+            ok, detail = app.check_invariants(checker)
+            if not ok:
+                failures.append(f"raw pgbench broke invariants: {detail}")
+            app.close()
+        results["raw"] = {"evalsha_rps": spread(raw_redis), "order_chain_tps": spread(raw_pg)}
+
+        workloads = {
+            "coupon storm (1,000 coupons)": lambda app: workload_coupon(app, scale, 1000 if not args.smoke else 50),
+            "coupon storm (unlimited)": lambda app: workload_coupon(app, scale, 1_000_000_000),
+            "order storm (100 products)": lambda app: workload_orders(app, scale, 100),
+            "hot product": lambda app: workload_orders(app, scale, 1, hot=True),
+            "charges": lambda app: workload_charges(app, scale),
+            "reads": lambda app: workload_reads(app, scale),
+        }
+        for name, workload in workloads.items():
+            for instances in (1, 2):
+                samples = []
+                for i in range(runs):
+                    log(f"{name}, {instances} instance(s), run {i + 1}/{runs}")
+                    app = App(args.host, redis, instances, "w")
+                    try:
+                        sample = workload(app)
+                        ok, detail = app.check_invariants(checker)
+                        sample["invariants"] = "hold" if ok else detail
+                        if not ok:
+                            failures.append(f"{name} ({instances}): invariants broken: {detail}")
+                        if sample.pop("ok_extra", True) is False:
+                            failures.append(f"{name} ({instances}): {sample['check']}")
+                        if sample["statuses"].get("500"):
+                            failures.append(f"{name} ({instances}): {sample['statuses']['500']} answers were 500")
+                        samples.append(sample)
+                    finally:
+                        app.close()
+                results["workloads"][f"{name} | {instances}"] = {
+                    "instances": instances, "samples": samples,
+                    "rps": spread([s["rps"] for s in samples]),
+                    "p50_ms": spread([s["p50_ms"] for s in samples]),
+                    "p99_ms": spread([s["p99_ms"] for s in samples]),
+                }
+
+        log("no-op component")
+        env = dict(os.environ, EDGE_HOST_LOG="error")
+        host = Host(args.host, os.path.join(ROOT, "bench/noop.toml"), env, [])
+        try:
+            tokens = tokens_file([1])
+            noop = []
+            for _ in range(runs):
+                out = subprocess.run(["wrk", "-t1", "-c1", f"-d{scale['noop_seconds']}s", "--latency", "-s",
+                                      "bench/lua/noop.lua", host.url, "--", tokens, "100000000"],
+                                     cwd=ROOT, text=True, capture_output=True).stdout
+                noop.append(json.loads(re.search(r"BENCH_JSON (\{.*\})", out).group(1)))
+            results["noop"] = {"p50_us": spread([n["p50_us"] for n in noop]),
+                               "rps": spread([n["requests"] / (n["duration_us"] / 1e6) for n in noop])}
+        finally:
+            host.stop()
+    finally:
+        redis.stop()
+
+    results["failures"] = failures
+    write_report(results)
+    if failures:
+        for failure in failures:
+            log(f"FAILED: {failure}")
+        sys.exit(1)
+    log("all workloads kept every invariant")
+
+
+def ratio(value, limit):
+    return f"{100 * value / limit:.0f} %" if limit else "n/a"
+
+
+def write_report(results):
+    directory = os.path.join(ROOT, "bench/results")
+    os.makedirs(directory, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    report = f"{stamp}-smoke" if results["smoke"] else stamp
+    with open(os.path.join(directory, f"{report}.json"), "w") as handle:
+        json.dump(results, handle, indent=2)
+    f = results["facts"]
+    raw = results["raw"]
+    lines = [
+        f"# Benchmark {f['date']}{' (smoke)' if results['smoke'] else ''}",
+        "",
+        f"- machine: {f['cpu']}, {f['cores']} cores, {f['memory_gib']} GiB, Linux {f['kernel']}",
+        f"- {f['rustc']}; wasmtime {f['wasmtime']}; {f['postgres']}; {f['redis']}; {f['wrk']}",
+        f"- host: `{f['host_binary']}`; load generator and servers share the machine's cores",
+        f"- each figure is min / median / max over {results['runs']} run(s); scale: {results['scale']}",
+        "",
+        "## Raw limits (no HTTP, no wasm)",
+        "",
+        f"- coupon `DECIDE` via `EVALSHA` (redis-benchmark, c={results['scale']['connections']}): "
+        f"{raw['evalsha_rps']['min']:.0f} / {raw['evalsha_rps']['median']:.0f} / {raw['evalsha_rps']['max']:.0f} req/s",
+        f"- order statement chain (pgbench, same SQL): "
+        f"{raw['order_chain_tps']['min']:.0f} / {raw['order_chain_tps']['median']:.0f} / {raw['order_chain_tps']['max']:.0f} orders/s",
+        "",
+        "## Workloads",
+        "",
+        "| workload | instances | req/s | p50 ms | p99 ms | share of raw limit (median) | statuses (last run) | invariants |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, w in results["workloads"].items():
+        name = key.split(" | ")[0]
+        limit = raw["evalsha_rps"]["median"] if name.startswith("coupon") else \
+            raw["order_chain_tps"]["median"] if name in ("order storm (100 products)", "hot product") else 0
+        fmt = lambda s, d=0: f"{s['min']:.{d}f} / {s['median']:.{d}f} / {s['max']:.{d}f}"
+        last = w["samples"][-1]
+        held = all(s["invariants"] == "hold" for s in w["samples"])
+        lines.append(f"| {name} | {w['instances']} | {fmt(w['rps'])} | {fmt(w['p50_ms'], 1)} | {fmt(w['p99_ms'], 1)} | "
+                     f"{ratio(w['rps']['median'], limit)} | {last['statuses']} | {'hold' if held else 'BROKEN'} |")
+    if "noop" in results:
+        n = results["noop"]
+        lines += ["", "## Host overhead (no-op component, concurrency 1, wrk on loopback)", "",
+                  f"- p50 latency: {n['p50_us']['min']} / {n['p50_us']['median']} / {n['p50_us']['max']} µs "
+                  f"(includes wrk and the loopback round trip)",
+                  f"- throughput: {n['rps']['median']:.0f} req/s"]
+    lines += ["", "## Component sizes (release .wasm)", ""]
+    lines += [f"- {name}: {size / 1024:.0f} KiB" for name, size in f["wasm_bytes"].items()]
+    if results["failures"]:
+        lines += ["", "## FAILURES", ""] + [f"- {x}" for x in results["failures"]]
+    with open(os.path.join(directory, f"{report}.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    log(f"report written to bench/results/{report}.md")
+
+
+if __name__ == "__main__":
+    main()

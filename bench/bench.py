@@ -343,6 +343,7 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="tiny counts, one run, correctness only (CI)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--host", default=os.path.join(ROOT, "target/host-release/edge-host"))
+    parser.add_argument("--only", help="run only the workloads whose name contains this (no raw limits, no report)")
     args = parser.parse_args()
     checker = os.path.join(ROOT, "target/debug/check-invariants")
     runs = 1 if args.smoke else args.runs
@@ -356,7 +357,7 @@ def main():
     try:
         log("raw limits")
         raw_redis, raw_pg = [], []
-        for _ in range(runs):
+        for _ in range(0 if args.only else runs):
             raw_redis.append(raw_evalsha(redis, scale["connections"], scale["raw_requests"]))
             app = App(args.host, redis, 1, "raw")
             seed_orders(app, products=100, users=1000, coupons=0, stock=100_000_000)
@@ -368,7 +369,8 @@ def main():
             if not ok:
                 failures.append(f"raw pgbench broke invariants: {detail}")
             app.close()
-        results["raw"] = {"evalsha_rps": spread(raw_redis), "order_chain_tps": spread(raw_pg)}
+        if not args.only:
+            results["raw"] = {"evalsha_rps": spread(raw_redis), "order_chain_tps": spread(raw_pg)}
 
         workloads = {
             "coupon storm (1,000 coupons)": lambda app: workload_coupon(app, scale, 1000 if not args.smoke else 50),
@@ -379,6 +381,8 @@ def main():
             "reads": lambda app: workload_reads(app, scale),
         }
         for name, workload in workloads.items():
+            if args.only and args.only not in name:
+                continue
             for instances in (1, 2):
                 samples = []
                 for i in range(runs):
@@ -404,6 +408,11 @@ def main():
                     "p99_ms": spread([s["p99_ms"] for s in samples]),
                 }
 
+        if args.only:
+            for key, w in results["workloads"].items():
+                log(f"{key}: {w['rps']['median']:.0f} req/s, p50 {w['p50_ms']['median']:.1f} ms, "
+                    f"p99 {w['p99_ms']['median']:.1f} ms, {w['samples'][-1]['statuses']}")
+            return
         log("no-op component")
         env = dict(os.environ, EDGE_HOST_LOG="error")
         host = Host(args.host, os.path.join(ROOT, "bench/noop.toml"), env, [])

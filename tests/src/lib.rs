@@ -8,6 +8,7 @@
 //! it and the components first.
 
 pub mod contract;
+pub mod fixtures;
 pub mod invariants;
 pub mod private;
 

@@ -1,37 +1,12 @@
 //! SPEC §4 (scenarios 4-1…4-4) and §6 (duplicate payment), end to end on two
 //! instances, each test ending with the invariant checker.
 
+use edge_tests::fixtures::{fund, product};
 use edge_tests::{invariants, send, token, Reply, TestApp};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
 const ORDERS: &str = "/api/v1/orders";
-
-/// A product straight into the catalogue (stock and initial stock alike).
-async fn product(app: &TestApp, price: i64, stock: i64) -> i64 {
-    let db = app.pg().await.unwrap();
-    db.query_one(
-        "INSERT INTO products (name, price, stock, initial_stock) VALUES ('p', $1, $2, $2) RETURNING id",
-        &[&price, &stock],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
-/// Fund a wallet as a charge would (ledger row included, so the money invariant holds).
-async fn fund(app: &TestApp, user: i64, amount: i64) {
-    let db = app.pg().await.unwrap();
-    db.execute(
-        "WITH w AS (INSERT INTO wallets (user_id, balance) VALUES ($1, $2)
-                    ON CONFLICT (user_id) DO UPDATE SET balance = wallets.balance + $2 RETURNING balance)
-         INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, charge_key)
-         SELECT $1, 'CHARGE', $2, balance, gen_random_uuid()::text FROM w",
-        &[&user, &amount],
-    )
-    .await
-    .unwrap();
-}
 
 /// A coupon issued to `user` through the API; returns the user coupon id.
 async fn coupon(app: &TestApp, user: i64, spec: Value) -> i64 {

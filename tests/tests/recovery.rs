@@ -2,6 +2,7 @@
 //! undoes it — after failure points, real store outages, a killed instance,
 //! and two runners at once.
 
+use edge_tests::fixtures::{fund, product};
 use edge_tests::private::{PrivatePostgres, PrivateRedis};
 use edge_tests::{invariants, send, token, Options, Reply, TestApp};
 use serde_json::{json, Value};
@@ -9,32 +10,6 @@ use std::time::{Duration, Instant};
 
 const ORDERS: &str = "/api/v1/orders";
 const RECOVER: &str = "/api/v1/admin/recovery/run";
-
-async fn product(app: &TestApp, price: i64, stock: i64) -> i64 {
-    let db = app.pg().await.unwrap();
-    db.query_one(
-        "INSERT INTO products (name, price, stock, initial_stock) VALUES ('p', $1, $2, $2) RETURNING id",
-        &[&price, &stock],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
-async fn fund(app: &TestApp, user: i64, amount: i64) {
-    app.pg()
-        .await
-        .unwrap()
-        .execute(
-            "WITH w AS (INSERT INTO wallets (user_id, balance) VALUES ($1, $2)
-                        ON CONFLICT (user_id) DO UPDATE SET balance = wallets.balance + $2 RETURNING balance)
-             INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, charge_key)
-             SELECT $1, 'CHARGE', $2, balance, gen_random_uuid()::text FROM w",
-            &[&user, &amount],
-        )
-        .await
-        .unwrap();
-}
 
 /// A user coupon for `user` (FIXED 1,000 off), straight into the tables.
 async fn user_coupon(app: &TestApp, user: i64) -> i64 {

@@ -6,10 +6,10 @@ mod allocation;
 use allocation::{Allocation, Decision};
 use chrono::{DateTime, Duration, Utc};
 use commerce::coupon::{check_issuable, user_coupon_status, CouponInput, NewCoupon};
-use commerce::page::{split_page, Cursor, Limit};
+use commerce::page::split_page;
 use commerce::ErrorCode;
 use edge::auth;
-use edge::input::{json_body, query_param};
+use edge::input::{json_body, page};
 use edge::pg::{column, first, instant, rfc3339, utc, utc_opt, utc_param, Db};
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
@@ -19,8 +19,6 @@ use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::pg4::{ParameterValue, Row};
 
-const DEFAULT_LIMIT: u32 = 20;
-const MAX_LIMIT: u32 = 100;
 /// Redis keys outlive the issue window by this much, then go.
 const KEYS_OUTLIVE_WINDOW: Duration = Duration::days(1);
 
@@ -382,8 +380,8 @@ fn rebuild(db: &Db, allocation: &Allocation, id: i64) -> Result<(), Problem> {
 
 fn my_coupons(req: &Request, _: &Params) -> ApiResult {
     let caller = auth::authenticate(req)?;
-    let limit = Limit::parse(query_param(req, "limit")?.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    let before = Cursor::parse(query_param(req, "cursor")?.as_deref())?.map_or(i64::MAX, |c| c.after_id);
+    let (limit, cursor) = page(req)?;
+    let before = cursor.map_or(i64::MAX, |c| c.after_id);
     let db = Db::connect()?;
     let rows = db.query(
         &format!(

@@ -2,11 +2,11 @@
 //! them back. The steps themselves live in `order-flow`, shared with recovery.
 
 use commerce::order::{price, Line, OrderRequest, OrderStatus, PricingError};
-use commerce::page::{split_page, Cursor, Limit};
+use commerce::page::split_page;
 use commerce::{ErrorCode, Rejection};
 use edge::auth::{self, Caller};
 use edge::idempotency::{self, Claim};
-use edge::input::{json_body, query_param};
+use edge::input::{json_body, page};
 use edge::pg::Db;
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
@@ -20,8 +20,6 @@ use spin_sdk::http_component;
 
 /// The idempotency scope of order placement.
 const PLACE_ROUTE: &str = "orders.place";
-const DEFAULT_LIMIT: u32 = 20;
-const MAX_LIMIT: u32 = 100;
 
 #[http_component]
 fn handle(req: Request) -> Response {
@@ -253,8 +251,8 @@ fn get_order(req: &Request, params: &Params) -> ApiResult {
 
 fn list_orders(req: &Request, _: &Params) -> ApiResult {
     let caller = auth::authenticate(req)?;
-    let limit = Limit::parse(query_param(req, "limit")?.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    let before = Cursor::parse(query_param(req, "cursor")?.as_deref())?.map_or(i64::MAX, |c| c.after_id);
+    let (limit, cursor) = page(req)?;
+    let before = cursor.map_or(i64::MAX, |c| c.after_id);
     let db = Db::connect()?;
     let orders = view::load(
         &db,

@@ -1,9 +1,9 @@
 //! SPEC §2, the product catalogue: a public list and detail, and admin create.
 
-use commerce::page::{split_page, Cursor, Limit};
+use commerce::page::split_page;
 use commerce::product::NewProduct;
 use commerce::ErrorCode;
-use edge::input::{json_body, query_param};
+use edge::input::{json_body, page};
 use edge::pg::{column, first, Db};
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
@@ -12,10 +12,6 @@ use serde::{Deserialize, Serialize};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::pg4::{ParameterValue, Row};
-
-/// List defaults: `?limit=` 1–100, 20 when absent.
-const DEFAULT_LIMIT: u32 = 20;
-const MAX_LIMIT: u32 = 100;
 
 /// `stock` in answers is what can still be ordered: stock not held by pending orders.
 const LIST_PRODUCTS: &str = "SELECT id, name, price, stock - reserved AS available
@@ -58,8 +54,7 @@ impl Product {
 }
 
 fn list_products(req: &Request, _: &Params) -> ApiResult {
-    let limit = Limit::parse(query_param(req, "limit")?.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    let cursor = Cursor::parse(query_param(req, "cursor")?.as_deref())?;
+    let (limit, cursor) = page(req)?;
     let after = cursor.map_or(0, |c| c.after_id);
     let db = Db::connect()?;
     let rows = db.query(

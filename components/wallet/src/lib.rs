@@ -1,10 +1,10 @@
 //! SPEC §1, the wallet: balance, idempotent charges, and the ledger.
 
-use commerce::page::{split_page, Cursor, Limit};
+use commerce::page::split_page;
 use commerce::wallet::{balance_limit_exceeded, ChargeAmount, MAX_BALANCE};
 use edge::auth::{self, Caller};
 use edge::idempotency::{self, Claim};
-use edge::input::{json_body, query_param};
+use edge::input::{json_body, page};
 use edge::pg::{column, first, utc, Db};
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
@@ -16,8 +16,6 @@ use spin_sdk::pg4::{ParameterValue, Row};
 
 /// The idempotency scope of charges.
 const CHARGE_ROUTE: &str = "wallet.charge";
-const DEFAULT_LIMIT: u32 = 20;
-const MAX_LIMIT: u32 = 100;
 
 const GET_BALANCE: &str = "SELECT balance FROM wallets WHERE user_id = $1";
 
@@ -176,8 +174,8 @@ struct Entry {
 
 fn transactions(req: &Request, _: &Params) -> ApiResult {
     let caller = auth::authenticate(req)?;
-    let limit = Limit::parse(query_param(req, "limit")?.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    let before = Cursor::parse(query_param(req, "cursor")?.as_deref())?.map_or(i64::MAX, |c| c.after_id);
+    let (limit, cursor) = page(req)?;
+    let before = cursor.map_or(i64::MAX, |c| c.after_id);
     let db = Db::connect()?;
     let rows = db.query(
         LIST_LEDGER,

@@ -9,6 +9,10 @@ use crate::Rejection;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+/// SPEC "Lists": `?limit=` defaults to 20 and may be 1–100.
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+
 /// How many items a page may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit(u32);

@@ -2,6 +2,7 @@
 //! whose detail names the offending field.
 
 use crate::Problem;
+use commerce::page::{Cursor, Limit, DEFAULT_LIMIT, MAX_LIMIT};
 use serde::de::DeserializeOwned;
 use spin_sdk::http::Request;
 
@@ -43,6 +44,13 @@ fn strip_position(message: &str) -> &str {
         Some(at) => &message[..at],
         None => message,
     }
+}
+
+/// `?limit=` and `?cursor=` of a list (SPEC "Lists").
+pub fn page(req: &Request) -> Result<(Limit, Option<Cursor>), Problem> {
+    let limit = Limit::parse(query_param(req, "limit")?.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let cursor = Cursor::parse(query_param(req, "cursor")?.as_deref())?;
+    Ok((limit, cursor))
 }
 
 /// The decoded value of query parameter `name`, if present. A parameter given

@@ -87,7 +87,7 @@ def main():
                         "response_headers_conformance,response_schema_conformance",
             "--phases", "examples,coverage,fuzzing",
             "--max-examples", examples,
-            "--workers", "2",
+            "--workers", "1",
             "--suppress-health-check", "all",
             "--generation-deterministic" if not args.long else "--generation-maximize=response_time",
         ]

@@ -1,47 +1,42 @@
-//! Request bodies into domain values: any bytes give a value or a rejection.
+//! Request bodies into domain values, through the very types the components
+//! parse (`edge::bodies`): any bytes give a value or a 4xx rejection.
 #![no_main]
 
-use commerce::coupon::{CouponInput, NewCoupon};
-use commerce::order::{Line, OrderRequest};
-use commerce::product::NewProduct;
-use commerce::wallet::ChargeAmount;
+use commerce::order::{price, PricingError};
+use edge::bodies::{ChargeBody, CreateCouponBody, CreateProductBody, OrderBody};
+use edge::input::parse_json;
+use edge::Problem;
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
+
+/// A client's mistake is a 4xx, never a 5xx.
+fn client_error(problem: Problem) {
+    let status = problem.code.status();
+    assert!((400..500).contains(&status), "{status} for {}", problem.detail);
+}
+
+fn check<T>(outcome: Result<T, Problem>) -> Option<T> {
+    outcome.map_err(client_error).ok()
+}
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(body) = edge::input::parse_json::<Value>(data) else { return };
-    let int = |name: &str| body.get(name).and_then(Value::as_i64).unwrap_or_default();
-    let text = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let _ = ChargeAmount::new(int("amount"));
-    let _ = NewProduct::new(text("name"), int("price"), int("stock"));
-    let (name, kind, starts, ends, expires) =
-        (text("name"), text("discountType"), text("issueStartsAt"), text("issueEndsAt"), text("expiresAt"));
-    let _ = NewCoupon::new(CouponInput {
-        name: &name,
-        discount_type: &kind,
-        discount_value: int("discountValue"),
-        max_discount: body.get("maxDiscount").and_then(Value::as_i64),
-        min_order_amount: int("minOrderAmount"),
-        total_quantity: int("totalQuantity"),
-        issue_starts_at: &starts,
-        issue_ends_at: &ends,
-        expires_at: &expires,
-    });
-    let lines = body
-        .get("items")
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .map(|l| Line {
-                    product_id: l.get("productId").and_then(Value::as_i64).unwrap_or_default(),
-                    quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or_default(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if let Ok(request) = OrderRequest::new(lines, body.get("userCouponId").and_then(Value::as_i64)) {
-        let prices = request.lines.iter().map(|l| (l.product_id, int("price"))).collect();
-        let _ = commerce::order::price(&request, &prices);
+    if let Some(body) = check(parse_json::<ChargeBody>(data)) {
+        check(body.amount().map_err(Problem::from));
+    }
+    if let Some(body) = check(parse_json::<CreateProductBody>(data)) {
+        check(body.into_new_product().map_err(Problem::from));
+    }
+    if let Some(body) = check(parse_json::<CreateCouponBody>(data)) {
+        check(body.new_coupon().map_err(Problem::from));
+    }
+    if let Some(body) = check(parse_json::<OrderBody>(data)) {
+        if let Some(request) = check(body.into_order_request().map_err(Problem::from)) {
+            // Price every line at each product's id: large ids probe overflow.
+            let prices = request.lines.iter().map(|l| (l.product_id, l.product_id)).collect();
+            match price(&request, &prices) {
+                Ok(priced) => assert!(priced.total >= 0),
+                Err(PricingError::Overflow(rejection)) => client_error(rejection.into()),
+                Err(PricingError::UnknownProduct(id)) => panic!("product {id} has a price"),
+            }
+        }
     }
 });

@@ -5,16 +5,17 @@ mod allocation;
 
 use allocation::{Allocation, Decision};
 use chrono::{DateTime, Duration, Utc};
-use commerce::coupon::{check_issuable, user_coupon_status, CouponInput, NewCoupon};
+use commerce::coupon::{check_issuable, user_coupon_status};
 use commerce::page::split_page;
 use commerce::ErrorCode;
 use edge::auth;
+use edge::bodies::CreateCouponBody;
 use edge::input::{json_body, page};
 use edge::pg::{column, first, instant, rfc3339, utc, utc_opt, utc_param, Db};
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
 use edge::{ApiResult, Problem};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::pg4::{ParameterValue, Row};
@@ -173,40 +174,13 @@ struct Coupon {
     expires_at: String,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct CreateCoupon {
-    name: String,
-    discount_type: String,
-    discount_value: i64,
-    #[serde(default)]
-    max_discount: Option<i64>,
-    #[serde(default)]
-    min_order_amount: i64,
-    total_quantity: i64,
-    issue_starts_at: String,
-    issue_ends_at: String,
-    expires_at: String,
-}
-
 fn not_found(id: i64) -> Problem {
     Problem::new(ErrorCode::CouponNotFound, format!("no coupon with id {id}"))
 }
 
 fn create_coupon(req: &Request, _: &Params) -> ApiResult {
     auth::authenticate_admin(req)?;
-    let body: CreateCoupon = json_body(req)?;
-    let coupon = NewCoupon::new(CouponInput {
-        name: &body.name,
-        discount_type: &body.discount_type,
-        discount_value: body.discount_value,
-        max_discount: body.max_discount,
-        min_order_amount: body.min_order_amount,
-        total_quantity: body.total_quantity,
-        issue_starts_at: &body.issue_starts_at,
-        issue_ends_at: &body.issue_ends_at,
-        expires_at: &body.expires_at,
-    })?;
+    let coupon = json_body::<CreateCouponBody>(req)?.new_coupon()?;
     let db = Db::connect()?;
     let rows = db.query(
         &format!("{INSERT_COUPON}{COUPON_COLUMNS}"),

@@ -1,10 +1,11 @@
 //! SPEC §4 and §6: placing and paying for orders (idempotent), and reading
 //! them back. The steps themselves live in `order-flow`, shared with recovery.
 
-use commerce::order::{price, Line, OrderRequest, OrderStatus, PricingError};
+use commerce::order::{price, OrderStatus, PricingError};
 use commerce::page::split_page;
 use commerce::{ErrorCode, Rejection};
 use edge::auth::{self, Caller};
+use edge::bodies::OrderBody;
 use edge::idempotency::{self, Claim};
 use edge::input::{json_body, page};
 use edge::pg::Db;
@@ -14,7 +15,7 @@ use edge::{ApiResult, Problem};
 use order_flow::recovery::{self, RunError};
 use order_flow::view::{self, Item, PaidOrder, Select};
 use order_flow::{Created, Failpoints, NewOrder, StepError, Undo};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
@@ -34,34 +35,10 @@ fn handle(req: Request) -> Response {
     )
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct OrderBody {
-    items: Vec<LineBody>,
-    #[serde(default)]
-    user_coupon_id: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct LineBody {
-    product_id: i64,
-    quantity: i64,
-}
-
 fn place_order(req: &Request, _: &Params) -> ApiResult {
     let caller = auth::authenticate(req)?;
     let key = idempotency::key_of(req)?;
-    let body: OrderBody = json_body(req)?;
-    let lines = body
-        .items
-        .iter()
-        .map(|l| Line {
-            product_id: l.product_id,
-            quantity: l.quantity,
-        })
-        .collect();
-    let request = OrderRequest::new(lines, body.user_coupon_id)?;
+    let request = json_body::<OrderBody>(req)?.into_order_request()?;
     let db = Db::connect()?;
     // Prices are read before the key is claimed: an order too large to price
     // is a 400 and, like every validation error, is not stored.

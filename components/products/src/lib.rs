@@ -1,14 +1,14 @@
 //! SPEC §2, the product catalogue: a public list and detail, and admin create.
 
 use commerce::page::split_page;
-use commerce::product::NewProduct;
 use commerce::ErrorCode;
+use edge::bodies::CreateProductBody;
 use edge::input::{json_body, page};
 use edge::pg::{column, first, Db};
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
 use edge::{auth, ApiResult, Problem};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::pg4::{ParameterValue, Row};
@@ -85,18 +85,9 @@ fn get_product(_: &Request, params: &Params) -> ApiResult {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateProduct {
-    name: String,
-    price: i64,
-    stock: i64,
-}
-
 fn create_product(req: &Request, _: &Params) -> ApiResult {
     auth::authenticate_admin(req)?;
-    let body: CreateProduct = json_body(req)?;
-    let product = NewProduct::new(body.name, body.price, body.stock)?;
+    let product = json_body::<CreateProductBody>(req)?.into_new_product()?;
     let db = Db::connect()?;
     let rows = db.query(
         INSERT_PRODUCT,

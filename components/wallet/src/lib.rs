@@ -3,13 +3,14 @@
 use commerce::page::split_page;
 use commerce::wallet::{balance_limit_exceeded, ChargeAmount, MAX_BALANCE};
 use edge::auth::{self, Caller};
+use edge::bodies::ChargeBody;
 use edge::idempotency::{self, Claim};
 use edge::input::{json_body, page};
 use edge::pg::{column, first, utc, Db};
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
 use edge::{ApiResult, Problem};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::pg4::{ParameterValue, Row};
@@ -77,12 +78,6 @@ fn balance(req: &Request, _: &Params) -> ApiResult {
     }))
 }
 
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct ChargeRequest {
-    amount: i64,
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Charge {
@@ -108,8 +103,8 @@ fn charge_from_row(row: &Row<'_>) -> Result<(Charge, String), Problem> {
 fn charge(req: &Request, _: &Params) -> ApiResult {
     let caller = auth::authenticate(req)?;
     let key = idempotency::key_of(req)?;
-    let request: ChargeRequest = json_body(req)?;
-    let amount = ChargeAmount::new(request.amount)?;
+    let request: ChargeBody = json_body(req)?;
+    let amount = request.amount()?;
     let fingerprint = idempotency::fingerprint(CHARGE_ROUTE, &request);
     match idempotency::claim(&caller, CHARGE_ROUTE, key, fingerprint)? {
         Claim::Answered(response) => Ok(response),

@@ -46,6 +46,10 @@ struct Claims {
     sub: String,
     #[serde(default)]
     role: Option<String>,
+    /// Typed here because jsonwebtoken also accepts an array of issuers,
+    /// which RFC 7519 (4.1.1) does not allow: `"iss": ["shop"]` is a 401.
+    #[serde(default, rename = "iss")]
+    _issuer: Option<String>,
 }
 
 fn unauthorized(detail: &str) -> Problem {
@@ -66,6 +70,8 @@ pub fn verify(authorization: Option<&[u8]>, config: &AuthConfig) -> Result<Calle
 
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = EXPIRY_LEEWAY_SECONDS;
+    // A token that says it is not valid yet is not valid yet.
+    validation.validate_nbf = true;
     // A configured issuer or audience must be present, not merely right when present.
     let mut required = vec!["exp", "sub"];
     match &config.issuer {
@@ -203,6 +209,8 @@ mod tests {
             let problem = check(&token, &config()).unwrap_err();
             assert_eq!(problem.code, ErrorCode::Unauthorized, "{token}");
         }
+        let not_yet_valid = token(json!({"sub": "1", "exp": now() + 600, "nbf": now() + 300}));
+        assert!(check(&not_yet_valid, &config()).is_err());
         assert!(verify(None, &config()).is_err());
         assert!(verify(Some(b"Basic abc"), &config()).is_err());
     }
@@ -220,6 +228,8 @@ mod tests {
             token(json!({"sub": "1", "exp": now() + 60, "iss": "other", "aud": "edge"})),
             token(json!({"sub": "1", "exp": now() + 60, "iss": "shop", "aud": "other"})),
             token(json!({"sub": "1", "exp": now() + 60})),
+            // Found by the jwt_claims fuzz target: jsonwebtoken takes a list of issuers.
+            token(json!({"sub": "1", "exp": now() + 60, "iss": ["shop"], "aud": "edge"})),
         ] {
             assert!(check(&bad, &strict).is_err());
         }

@@ -6,11 +6,13 @@
 //! - [`router`]: a route table per component, `404`/`405` answers;
 //! - [`problem`]: RFC 9457 `application/problem+json` errors with stable codes;
 //! - [`input`]: JSON bodies and query strings into typed values (`400` naming the field);
+//! - [`bodies`]: the API's request bodies and the domain values they become;
 //! - [`auth`]: HS256 JWT bearer tokens per the spec's conventions;
 //! - [`config`]: Spin variables;
 //! - [`pg`] and [`redis`]: opening the stores and mapping their failures to `503`.
 
 pub mod auth;
+pub mod bodies;
 pub mod config;
 pub mod idempotency;
 pub mod input;

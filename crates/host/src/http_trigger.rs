@@ -1,6 +1,8 @@
 //! The HTTP trigger: Spin's routing, its `spin-*` request headers, a fresh
 //! instance per request, and Spin's answers when nothing matches (`404`,
-//! empty body) or a component fails (`500`, empty body).
+//! empty body) or a component fails (`500`, empty body). Unlike Spin, it
+//! refuses oversized request heads and bodies before a component runs
+//! ([`RequestLimits`]).
 
 use crate::manifest::{App, HttpRoute};
 use crate::routes::{Route, RouteMatch, Router};
@@ -8,6 +10,7 @@ use crate::runtime::{LoadedComponent, Runtime};
 use crate::state::InstanceState;
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use commerce::ErrorCode;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
@@ -31,12 +34,56 @@ pub struct HttpTrigger {
     router: Router<Arc<Target>>,
     app_name: String,
     app_version: Option<String>,
+    limits: RequestLimits,
+}
+
+/// What a client may send. Spin has no such limits; a host that faces the
+/// internet needs them, so a hostile client costs a `4xx`, not a guest's
+/// memory (docs/host-vs-spin.md).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Largest request body read for a component (`413` beyond).
+    pub max_body_bytes: usize,
+    /// Largest total of header names and values (`431` beyond). Heads larger
+    /// than hyper's read buffer (~400 KiB) get hyper's bare `431`.
+    pub max_header_bytes: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> RequestLimits {
+        RequestLimits {
+            max_body_bytes: 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+        }
+    }
 }
 
 type Response = hyper::Response<HyperOutgoingBody>;
 
 fn empty(status: u16) -> Response {
     text(status, "")
+}
+
+/// An `application/problem+json` answer in the shape the components give
+/// (RFC 9457 members plus the stable `code`).
+fn problem(code: ErrorCode, detail: String) -> Response {
+    let document = serde_json::json!({
+        "type": code.type_uri(),
+        "title": code.title(),
+        "status": code.status(),
+        "code": code.as_str(),
+        "detail": detail,
+    });
+    let body = Full::new(Bytes::from(document.to_string()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = hyper::Response::new(body);
+    *response.status_mut() = hyper::StatusCode::from_u16(code.status()).expect("valid status");
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
 }
 
 fn text(status: u16, body: &'static str) -> Response {
@@ -49,7 +96,7 @@ fn text(status: u16, body: &'static str) -> Response {
 }
 
 impl HttpTrigger {
-    pub fn new(app: &App, runtime: &Runtime) -> Result<HttpTrigger> {
+    pub fn new(app: &App, runtime: &Runtime, limits: RequestLimits) -> Result<HttpTrigger> {
         let mut targets: HashMap<&str, Arc<Target>> = HashMap::new();
         let mut routes = Vec::new();
         let mut seen: HashMap<&str, &str> = HashMap::new();
@@ -88,6 +135,7 @@ impl HttpTrigger {
             router: Router::new(routes),
             app_name: app.manifest.application.name.clone(),
             app_version: app.manifest.application.version.clone(),
+            limits,
         })
     }
 
@@ -169,6 +217,10 @@ impl HttpTrigger {
         };
         let component_id = matched.route.target.component.context.id.clone();
         let target = matched.route.target.clone();
+        let req = match self.limits.admit(req).await {
+            Ok(req) => req,
+            Err(refusal) => return Ok((refusal, Some(component_id))),
+        };
         let req = prepare_request(req, &matched, client).map_err(|e| (e, Some(component_id.clone())))?;
         drop(matched);
         match invoke(&target, req).await {
@@ -200,13 +252,67 @@ impl HttpTrigger {
     }
 }
 
+/// A request admitted by [`RequestLimits`], its body read in full.
+type Admitted = hyper::Request<Full<Bytes>>;
+
+impl RequestLimits {
+    /// Check the head, then read the body up to the limit: the request, or
+    /// the problem to answer with instead.
+    async fn admit(&self, req: hyper::Request<Incoming>) -> Result<Admitted, Response> {
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if header_bytes > self.max_header_bytes {
+            return Err(problem(
+                ErrorCode::HeadersTooLarge,
+                format!(
+                    "the request headers may be at most {} bytes in all",
+                    self.max_header_bytes
+                ),
+            ));
+        }
+        let too_large = || {
+            problem(
+                ErrorCode::PayloadTooLarge,
+                format!("the request body may be at most {} bytes", self.max_body_bytes),
+            )
+        };
+        // An announced length over the limit is refused before reading a byte.
+        let announced = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|length| length > self.max_body_bytes as u64) {
+            return Err(too_large());
+        }
+        let (parts, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, self.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(e) => {
+                return Err(problem(
+                    ErrorCode::InvalidRequest,
+                    format!("the request body could not be read: {e}"),
+                ))
+            }
+        };
+        Ok(hyper::Request::from_parts(parts, Full::new(body)))
+    }
+}
+
 /// Rewrite the request as Spin hands it to a guest: absolute URI from the
 /// `Host` header, no `Connection` header, and the `spin-*` headers appended.
 fn prepare_request(
-    req: hyper::Request<Incoming>,
+    req: Admitted,
     matched: &RouteMatch<'_, Arc<Target>>,
     client: SocketAddr,
-) -> Result<hyper::Request<Incoming>> {
+) -> Result<Admitted> {
     let (mut parts, body) = req.into_parts();
     let host = parts
         .headers
@@ -264,7 +370,7 @@ fn prepare_request(
 }
 
 /// Run the component's `wasi:http/incoming-handler` on a fresh instance.
-async fn invoke(target: &Target, req: hyper::Request<Incoming>) -> Result<Response> {
+async fn invoke(target: &Target, req: Admitted) -> Result<Response> {
     let mut store = target.component.new_store();
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let incoming = store

@@ -2,10 +2,11 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use edge_host::http_trigger::{HttpTrigger, RequestLimits};
 use edge_host::manifest::App;
 use edge_host::runtime::{default_cache_dir, Runtime, Settings};
 use edge_host::variables::Resolver;
-use edge_host::{cron_trigger, http_trigger, migrate, token};
+use edge_host::{cron_trigger, migrate, token};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +53,12 @@ enum Command {
         /// (e.g. a test build with failpoints): `--source order=target/failpoints/order.wasm`.
         #[arg(long = "source", value_parser = parse_override::<PathBuf>)]
         sources: Vec<(String, PathBuf)>,
+        /// Refuse request bodies over N bytes with `413` (Spin has no limit).
+        #[arg(long, env = "EDGE_HOST_MAX_BODY_BYTES", default_value_t = RequestLimits::default().max_body_bytes)]
+        max_body_bytes: usize,
+        /// Refuse requests whose headers total over N bytes with `431`.
+        #[arg(long, env = "EDGE_HOST_MAX_HEADER_BYTES", default_value_t = RequestLimits::default().max_header_bytes)]
+        max_header_bytes: usize,
     },
     /// Apply the migrations in `migrations/` next to the manifest.
     Migrate {
@@ -103,6 +110,8 @@ fn main() -> Result<()> {
                 schedules,
                 store_delay_ms,
                 sources,
+                max_body_bytes,
+                max_header_bytes,
             } => {
                 let settings = Settings {
                     cache_dir: cache_dir.unwrap_or_else(|| default_cache_dir(&app)),
@@ -111,7 +120,11 @@ fn main() -> Result<()> {
                     store_delay_max: std::time::Duration::from_millis(store_delay_ms),
                 };
                 let schedules = (!no_cron).then(|| schedules.into_iter().collect());
-                up(app, &listen, settings, schedules).await
+                let limits = RequestLimits {
+                    max_body_bytes,
+                    max_header_bytes,
+                };
+                up(app, &listen, settings, limits, schedules).await
             }
             Command::Migrate {
                 database_url,
@@ -149,11 +162,12 @@ async fn up(
     app: App,
     listen: &str,
     settings: Settings,
+    limits: RequestLimits,
     schedules: Option<HashMap<String, String>>,
 ) -> Result<()> {
     let resolver = Resolver::from_env(&app.manifest)?;
     let runtime = Runtime::load(&app, &resolver, &settings)?;
-    let trigger = Arc::new(http_trigger::HttpTrigger::new(&app, &runtime)?);
+    let trigger = Arc::new(HttpTrigger::new(&app, &runtime, limits)?);
     let jobs = cron_trigger::jobs(&app, &runtime, schedules.as_ref().unwrap_or(&HashMap::new()))?;
     let cron_tasks: Vec<_> = jobs
         .into_iter()

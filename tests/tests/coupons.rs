@@ -105,6 +105,25 @@ async fn create_read_and_validate() {
 
     let read = app.get(&format!("/api/v1/coupons/{id}"), None).await.unwrap();
     assert_eq!((read.status, &read.body), (200, &created.body));
+
+    // Found by Schemathesis: a window that closed before 1970 has no valid
+    // Redis expiry, and priming it failed. A closed window needs no stock.
+    let closed = coupon_body(5, "1969-01-01T00:00:00Z", "1969-06-01T00:00:00Z");
+    let closed = app
+        .post_json("/api/v1/admin/coupons", Some(&admin), &closed)
+        .await
+        .unwrap();
+    assert_eq!(closed.status, 201, "{}", closed.text);
+    let closed_id = closed.body["id"].as_i64().unwrap();
+    assert_eq!(redis_remaining(&app, closed_id), None, "nothing to prime");
+    assert!(
+        !app.hosts[0].logs().contains("not primed"),
+        "{}",
+        app.hosts[0].logs()
+    );
+    issue(&app, closed_id, 5)
+        .await
+        .assert_problem(409, "COUPON_NOT_ISSUABLE");
     app.get("/api/v1/coupons/424242", None)
         .await
         .unwrap()

@@ -202,15 +202,18 @@ fn create_coupon(req: &Request, _: &Params) -> ApiResult {
     let created = first(&rows, CouponRecord::from_row)?
         .ok_or_else(|| Problem::unavailable("the insert returned no row"))?;
     // Prime the stock in Redis. If this fails the first issue rebuilds it, so
-    // the coupon is created either way.
-    let primed = Allocation::open(created.id).and_then(|allocation| {
-        allocation.rebuild(created.total_quantity, keys_expiry(coupon.issue_ends_at), &[])
-    });
-    if let Err(problem) = primed {
-        eprintln!(
-            "coupon {} created but not primed in Redis: {}",
-            created.id, problem.detail
-        );
+    // the coupon is created either way. A window that has already closed
+    // needs no stock (and a pre-1970 one has no valid Redis expiry).
+    if coupon.issue_ends_at > Utc::now() {
+        let primed = Allocation::open(created.id).and_then(|allocation| {
+            allocation.rebuild(created.total_quantity, keys_expiry(coupon.issue_ends_at), &[])
+        });
+        if let Err(problem) = primed {
+            eprintln!(
+                "coupon {} created but not primed in Redis: {}",
+                created.id, problem.detail
+            );
+        }
     }
     let mut response = respond::json(201, &created.view());
     response.set_header("location", format!("/api/v1/coupons/{}", created.id));

@@ -113,6 +113,11 @@ fn main() -> Result<()> {
                 max_body_bytes,
                 max_header_bytes,
             } => {
+                if store_delay_ms > 0 {
+                    tracing::warn!(
+                        "test mode: every store call is delayed by a random 0..={store_delay_ms} ms"
+                    );
+                }
                 let settings = Settings {
                     cache_dir: cache_dir.unwrap_or_else(|| default_cache_dir(&app)),
                     pg_pool_size,

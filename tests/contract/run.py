@@ -11,7 +11,10 @@ too: its own wallet, coupons and orders).
 Schemathesis warns that `POST /api/v1/admin/coupons` "mostly rejected
 generated data": the document says all it can (FIXED or RATE, percent 1-100,
 not-blank name), but issueStartsAt < issueEndsAt <= expiresAt cannot be said
-in JSON Schema, so most random date-times are a correct 400.
+in JSON Schema, so most random date-times are a correct 400. The long run
+says the same of `POST /api/v1/orders`: random lines often name one product
+twice (one line per product is the rule; JSON Schema cannot say "unique by
+productId"), and reused Idempotency-Keys with another body are a correct 422.
 """
 
 import argparse

@@ -76,13 +76,7 @@ pub fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, Rejection> {
 
 impl NewCoupon {
     pub fn new(input: CouponInput<'_>) -> Result<NewCoupon, Rejection> {
-        let chars = input.name.chars().count();
-        if input.name.trim().is_empty() || chars > crate::product::MAX_NAME_CHARS {
-            return Err(Rejection::invalid(
-                "name",
-                "must be 1 to 200 characters and not blank",
-            ));
-        }
+        crate::product::check_name(input.name)?;
         let kind = DiscountType::parse(input.discount_type)?;
         match kind {
             DiscountType::Fixed if input.discount_value <= 0 => {

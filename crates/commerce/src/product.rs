@@ -2,8 +2,25 @@
 
 use crate::Rejection;
 
-/// The longest product name, in characters (not bytes).
+/// The longest product or coupon name, in characters (not bytes).
 pub const MAX_NAME_CHARS: usize = 200;
+
+/// Check a display name (products, coupons): 1–200 characters, not blank, and
+/// no control characters — Postgres cannot store NUL in `text` (found by
+/// Schemathesis: a 503 a client could cause), and the others have no place in
+/// a name a shopper reads.
+pub fn check_name(name: &str) -> Result<(), Rejection> {
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(Rejection::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME_CHARS} characters and not blank"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Rejection::invalid("name", "must not contain control characters"));
+    }
+    Ok(())
+}
 
 /// A validated product to insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,16 +31,10 @@ pub struct NewProduct {
 }
 
 impl NewProduct {
-    /// Check an admin's input: name 1–200 characters (after trimming nothing:
-    /// a name of only spaces is empty), price > 0 KRW, stock ≥ 0.
+    /// Check an admin's input: a [`check_name`] name (kept as sent, spaces
+    /// and all), price > 0 KRW, stock ≥ 0.
     pub fn new(name: String, price: i64, stock: i64) -> Result<NewProduct, Rejection> {
-        let chars = name.chars().count();
-        if name.trim().is_empty() || chars > MAX_NAME_CHARS {
-            return Err(Rejection::invalid(
-                "name",
-                format!("must be 1 to {MAX_NAME_CHARS} characters and not blank"),
-            ));
-        }
+        check_name(&name)?;
         if price <= 0 {
             return Err(Rejection::invalid("price", "must be a positive number of KRW"));
         }
@@ -50,6 +61,9 @@ mod tests {
             (NewProduct::new(String::new(), 1, 0), "name"),
             (NewProduct::new("   ".into(), 1, 0), "name"),
             (NewProduct::new("가".repeat(201), 1, 0), "name"),
+            (NewProduct::new("nul\0inside".into(), 1, 0), "name"),
+            (NewProduct::new("line\nbreak".into(), 1, 0), "name"),
+            (NewProduct::new("\u{9f}".into(), 1, 0), "name"),
             (NewProduct::new("a".into(), 0, 0), "price"),
             (NewProduct::new("a".into(), -5, 0), "price"),
             (NewProduct::new("a".into(), 1, -1), "stock"),

@@ -6,12 +6,18 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A free port for a private server, below the kernel's ephemeral range
+/// (32768–60999 by default). A server restarted after a crash must get its
+/// port back, and a port from the ephemeral range may by then be the source
+/// port of some client's connection (seen in CI under load: Redis could not
+/// bind its old port again).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn pg_bin(tool: &str) -> PathBuf {
@@ -179,15 +185,19 @@ impl PrivateRedis {
             .stdout(Stdio::null())
             .spawn()
             .context("redis-server")?;
-        self.child = Some(child);
+        let url = self.url();
+        let child = self.child.insert(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if redis::Client::open(self.url())?.get_connection().is_ok() {
+            if redis::Client::open(url.as_str())?.get_connection().is_ok() {
                 return Ok(());
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("private redis at {url} exited: {status}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("private redis did not start")
+        bail!("private redis at {url} did not start")
     }
 
     /// Kill the server: connections drop, data is gone (nothing is saved).

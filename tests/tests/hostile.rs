@@ -73,6 +73,12 @@ fn unsigned(header: Value, claims: &Value) -> String {
     )
 }
 
+async fn product_count(app: &TestApp) -> i64 {
+    let pg = app.pg().await.unwrap();
+    let row = pg.query_one("SELECT count(*) FROM products", &[]).await.unwrap();
+    row.get(0)
+}
+
 async fn strict_app() -> TestApp {
     TestApp::start_with(
         1,
@@ -252,14 +258,7 @@ async fn admin_routes_want_exactly_the_admin_role() {
         assert_eq!(reply.status, status, "role {role}: {}", reply.text);
         reply.assert_problem(status, code);
     }
-    let count = app
-        .pg()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM products", &[])
-        .await
-        .unwrap();
-    assert_eq!(count.get::<_, i64>(0), 1, "only the admin's product exists");
+    assert_eq!(product_count(&app).await, 1, "only the admin's product exists");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -333,15 +332,8 @@ async fn oversized_bodies_are_413_problems() {
     .await;
     get.unwrap().assert_problem(413, "PAYLOAD_TOO_LARGE");
 
-    let count = app
-        .pg()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM products", &[])
-        .await
-        .unwrap();
     assert_eq!(
-        count.get::<_, i64>(0),
+        product_count(&app).await,
         1,
         "only the body under the limit made a product"
     );

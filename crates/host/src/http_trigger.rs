@@ -279,31 +279,56 @@ impl RequestLimits {
                 format!("the request body may be at most {} bytes", self.max_body_bytes),
             )
         };
-        // An announced length over the limit is refused before reading a byte.
         let announced = req
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let (parts, mut body) = req.into_parts();
         if announced.is_some_and(|length| length > self.max_body_bytes as u64) {
+            drain(body).await;
             return Err(too_large());
         }
-        let (parts, body) = req.into_parts();
-        let body = match http_body_util::Limited::new(body, self.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-            Err(e) => {
-                return Err(problem(
+        let mut read = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                problem(
                     ErrorCode::InvalidRequest,
                     format!("the request body could not be read: {e}"),
-                ))
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers: not passed on
+            };
+            if read.len() + data.len() > self.max_body_bytes {
+                drain(body).await;
+                return Err(too_large());
             }
-        };
+            read.extend_from_slice(&data);
+        }
+        let body = Bytes::from(read);
         Ok(hyper::Request::from_parts(parts, Full::new(body)))
     }
+}
+
+/// How much of a refused body is read and thrown away, and for how long,
+/// before the `413`: a client that sends its whole body before reading the
+/// answer (most do) would otherwise see its connection reset, not the `413`.
+const DRAIN_BYTES: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn drain(mut body: Incoming) {
+    let discard = async {
+        let mut left = DRAIN_BYTES;
+        while let Some(Ok(frame)) = body.frame().await {
+            let size = frame.data_ref().map_or(0, Bytes::len);
+            if size >= left {
+                break;
+            }
+            left -= size;
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
 /// Rewrite the request as Spin hands it to a guest: absolute URI from the

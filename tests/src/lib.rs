@@ -11,6 +11,7 @@ pub mod contract;
 pub mod fixtures;
 pub mod invariants;
 pub mod private;
+pub mod spin;
 
 use anyhow::{bail, Context, Result};
 use jsonwebtoken::{encode, EncodingKey, Header};
@@ -72,7 +73,9 @@ impl TestDb {
         let name = format!("edge_test_{}", uuid::Uuid::new_v4().simple());
         let admin = connect(&format!("{server}/postgres")).await?;
         admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
-        let url = format!("{server}/{name}");
+        // Spin refuses the self-signed certificate of a default Debian
+        // Postgres unless TLS is off (our host does too).
+        let url = format!("{server}/{name}?sslmode=disable");
         let status = Command::new(host_binary())
             .args([
                 "-f",
@@ -174,11 +177,14 @@ impl Drop for RedisSlot {
     }
 }
 
-/// A running `edge-host up` process.
+/// A running instance of the app: an `edge-host up` process, or a real
+/// `spin up` (see [`Host::start_spin`]).
 pub struct Host {
     child: Child,
     pub base_url: String,
     pub log: PathBuf,
+    /// Spin's `--log-dir` (component output), when this is Spin.
+    spin_logs: Option<PathBuf>,
 }
 
 static HOST_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -196,7 +202,7 @@ impl Host {
             std::process::id(),
             HOST_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut child = Command::new(host_binary())
+        let child = Command::new(host_binary())
             .args(["-f", &manifest.to_string_lossy(), "up", "--listen", "127.0.0.1:0"])
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -210,24 +216,72 @@ impl Host {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("spawn edge-host")?;
+        Host::serving(child, log, None, Duration::from_secs(60))
+    }
+
+    /// Start real Spin (`spin up`) on `manifest` on a free port and wait until
+    /// it serves. `components` limits it to those (`-c`, for a Spin without
+    /// the cron plugin); Spin runs the manifest's cron triggers otherwise.
+    pub fn start_spin(
+        spin: &spin::SpinInstall,
+        manifest: &Path,
+        env: &[(String, String)],
+        components: Option<&[String]>,
+    ) -> Result<Host> {
+        let n = HOST_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let stem = format!("spin-{}-{}", std::process::id(), n);
+        let log = std::env::temp_dir().join(format!("{stem}.log"));
+        let spin_logs = std::env::temp_dir().join(format!("{stem}-logs"));
+        std::fs::create_dir_all(&spin_logs)?;
+        let listen = format!("127.0.0.1:{}", private::free_port());
+        let mut command = Command::new(&spin.bin);
+        command
+            .args(["up", "-f", &manifest.to_string_lossy(), "--listen", &listen])
+            .arg("--log-dir")
+            .arg(&spin_logs);
+        for component in components.into_iter().flatten() {
+            command.args(["-c", component]);
+        }
+        // Its own process group: `spin up` runs each trigger as a child
+        // process, and killing the instance must kill them all.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SPIN_DATA_DIR", &spin.data_dir)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawn spin up")?;
+        // The first start compiles every component (Spin caches it after).
+        Host::serving(child, log, Some(spin_logs), Duration::from_secs(300))
+    }
+
+    /// Wait for the `Serving <url>` line both runtimes print.
+    fn serving(mut child: Child, log: PathBuf, spin_logs: Option<PathBuf>, within: Duration) -> Result<Host> {
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("Serving ") {
-                    let _ = sender.send(url.to_owned());
+                    let _ = sender.send(url.trim().to_owned());
                 }
             }
         });
-        match receiver.recv_timeout(Duration::from_secs(60)) {
-            Ok(base_url) => Ok(Host { child, base_url, log }),
+        let mut host = Host {
+            child,
+            base_url: String::new(),
+            log,
+            spin_logs,
+        };
+        match receiver.recv_timeout(within) {
+            Ok(base_url) => {
+                host.base_url = base_url;
+                Ok(host)
+            }
             Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "edge-host did not start: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
+                let logs = host.logs();
+                host.kill();
+                bail!("the app did not start: {logs}")
             }
         }
     }
@@ -236,8 +290,15 @@ impl Host {
         self.child.id()
     }
 
-    /// SIGKILL: the process dies mid-whatever, like a crashed instance.
+    /// SIGKILL: the process dies mid-whatever, like a crashed instance
+    /// (Spin with every trigger process it started).
     pub fn kill(&mut self) {
+        if self.spin_logs.is_some() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -250,8 +311,22 @@ impl Host {
         Ok(self.child.wait()?)
     }
 
+    /// What the instance wrote: its own output and, on Spin, the components'.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let mut logs = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if let Some(dir) = &self.spin_logs {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            files.sort();
+            for file in files {
+                logs.push_str(&format!("\n--- {}\n", file.display()));
+                logs.push_str(&std::fs::read_to_string(&file).unwrap_or_default());
+            }
+        }
+        logs
     }
 }
 
@@ -259,6 +334,9 @@ impl Drop for Host {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(&self.log);
+        if let Some(dir) = &self.spin_logs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -288,6 +366,7 @@ pub struct TestApp {
     manifest: PathBuf,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    spin: Option<spin::SpinInstall>,
     next: AtomicUsize,
 }
 
@@ -304,8 +383,11 @@ pub struct Options<'a> {
     /// Load the test build of the order component (with failure points).
     pub failpoints: bool,
     /// Run the recovery cron trigger on this schedule (no cron triggers otherwise,
-    /// so that nothing resolves orders behind a test's back).
+    /// so that nothing resolves orders behind a test's back). Host only: Spin
+    /// runs the manifest's own schedule.
     pub recovery_schedule: Option<&'a str>,
+    /// Serve the app with real Spin instead of `edge-host`.
+    pub spin: Option<spin::SpinInstall>,
 }
 
 /// Race-window runs: `EDGE_HOST_STORE_DELAY_MS` (inherited by every host)
@@ -415,30 +497,51 @@ impl TestApp {
             Some(schedule) => args.push(format!("--schedule=recovery={schedule}")),
             None => args.push("--no-cron".to_owned()),
         }
-        let hosts = (0..options.instances.max(1))
-            .map(|i| Host::start_with_args(&manifest, &uneven_delay(&env, i), &args))
-            .collect::<Result<Vec<_>>>()?;
-        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
-        Ok(TestApp {
-            hosts,
-            client,
+        if options.spin.is_some() {
+            assert!(
+                !options.failpoints && options.recovery_schedule.is_none(),
+                "failure points and schedules are host flags; Spin runs the manifest as it is"
+            );
+        }
+        let mut app = TestApp {
+            hosts: Vec::new(),
+            // No answer within this is a failure, never a hang (spin#3671 hangs forever).
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .timeout(Duration::from_secs(60))
+                .build()?,
             db,
             redis_url,
             _redis_slot: redis_slot,
             manifest,
             env,
             args,
+            spin: options.spin,
             next: AtomicUsize::new(0),
-        })
+        };
+        for _ in 0..options.instances.max(1) {
+            app.add_instance()?;
+        }
+        Ok(app)
     }
 
     /// Start one more instance of the app (e.g. to replace a killed one).
     pub fn add_instance(&mut self) -> Result<()> {
-        self.hosts
-            .push(Host::start_with_args(&self.manifest, &self.env, &self.args)?);
+        let host = match &self.spin {
+            // A Spin without the cron plugin runs the HTTP components only.
+            Some(spin) if !spin.version.has_cron() => {
+                let components = spin::http_components(&self.manifest);
+                Host::start_spin(spin, &self.manifest, &self.env, Some(&components))?
+            }
+            Some(spin) => Host::start_spin(spin, &self.manifest, &self.env, None)?,
+            None => {
+                let env = uneven_delay(&self.env, self.hosts.len());
+                Host::start_with_args(&self.manifest, &env, &self.args)?
+            }
+        };
+        self.hosts.push(host);
         Ok(())
     }
-
     /// A base URL, rotating over the instances so consecutive calls spread.
     pub fn base_url(&self) -> &str {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.hosts.len();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// port back, and a port from the ephemeral range may by then be the source
 /// port of some client's connection (seen in CI under load: Redis could not
 /// bind its old port again).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -57,6 +57,7 @@ fn pg_command(tool: &str) -> Command {
 pub struct PrivatePostgres {
     dir: tempdir::Dir,
     pub port: u16,
+    max_connections: u32,
 }
 
 mod tempdir {
@@ -71,6 +72,12 @@ mod tempdir {
 
 impl PrivatePostgres {
     pub fn start() -> Result<PrivatePostgres> {
+        PrivatePostgres::start_sized(200)
+    }
+
+    /// A server taking `max_connections` clients (real Spin keeps up to 64
+    /// per component per process, so its tests need more than the default).
+    pub fn start_sized(max_connections: u32) -> Result<PrivatePostgres> {
         let path = std::env::temp_dir().join(format!("edge-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&path)?;
         if is_root() {
@@ -89,6 +96,7 @@ impl PrivatePostgres {
         let server = PrivatePostgres {
             dir: tempdir::Dir(path),
             port: free_port(),
+            max_connections,
         };
         server.resume()?;
         Ok(server)
@@ -101,8 +109,8 @@ impl PrivatePostgres {
     /// Start (again) on the same port and data.
     pub fn resume(&self) -> Result<()> {
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k /tmp -c fsync=off -c max_connections=200",
-            self.port
+            "-c listen_addresses=127.0.0.1 -p {} -k /tmp -c fsync=off -c max_connections={}",
+            self.port, self.max_connections
         );
         let log = self.dir.0.join("server.log");
         let status = pg_command("pg_ctl")

@@ -11,7 +11,7 @@ use commerce::ErrorCode;
 use edge::auth;
 use edge::bodies::CreateCouponBody;
 use edge::input::{json_body, page};
-use edge::pg::{column, first, instant, rfc3339, utc, utc_opt, utc_param, Db};
+use edge::pg::{column, instant, rfc3339, utc, utc_opt, utc_param, Db, Query};
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
 use edge::{ApiResult, Problem};
@@ -42,23 +42,25 @@ const GET_COUPON: &str = "SELECT now() AT TIME ZONE 'UTC' AS now, ";
 
 /// Invariant 3, durably: the issue is counted on the coupon row only while
 /// below the quantity, and recorded once per (coupon, user) — both or neither.
-const PERSIST_ISSUE: &str = "
-WITH counted AS (
-    UPDATE coupons SET issued_count = issued_count + 1
-    WHERE id = $1 AND issued_count < total_quantity
-    RETURNING id
-)
-INSERT INTO user_coupons (coupon_id, user_id) SELECT id, $2 FROM counted
-RETURNING id, issued_at AT TIME ZONE 'UTC' AS issued_at";
+const PERSIST_ISSUE: Query = Query::with(
+    "counted AS (
+        UPDATE coupons SET issued_count = issued_count + 1
+        WHERE id = $1 AND issued_count < total_quantity
+        RETURNING id
+    )",
+    "INSERT INTO user_coupons (coupon_id, user_id) SELECT id, $2 FROM counted
+    RETURNING id, issued_at AT TIME ZONE 'UTC' AS issued_at",
+);
 
 /// One consistent snapshot to rebuild the Redis keys from.
-const ALLOCATION_SNAPSHOT: &str = "
-SELECT c.total_quantity - c.issued_count AS remaining,
-       c.issue_ends_at AT TIME ZONE 'UTC' AS issue_ends_at,
-       coalesce(array_agg(uc.user_id) FILTER (WHERE uc.user_id IS NOT NULL), '{}') AS users
-FROM coupons c LEFT JOIN user_coupons uc ON uc.coupon_id = c.id
-WHERE c.id = $1
-GROUP BY c.id";
+const ALLOCATION_SNAPSHOT: Query = Query::new(
+    "SELECT c.total_quantity - c.issued_count AS remaining,
+            c.issue_ends_at AT TIME ZONE 'UTC' AS issue_ends_at,
+            coalesce(array_agg(uc.user_id) FILTER (WHERE uc.user_id IS NOT NULL), '{}') AS users
+    FROM coupons c LEFT JOIN user_coupons uc ON uc.coupon_id = c.id
+    WHERE c.id = $1
+    GROUP BY c.id",
+);
 
 const LIST_USER_COUPONS: &str = "
 SELECT now() AT TIME ZONE 'UTC' AS now, uc.id AS user_coupon_id, uc.status, uc.order_id,
@@ -183,7 +185,7 @@ fn create_coupon(req: &Request, _: &Params) -> ApiResult {
     let coupon = json_body::<CreateCouponBody>(req)?.new_coupon()?;
     let db = Db::connect()?;
     let rows = db.query(
-        &format!("{INSERT_COUPON}{COUPON_COLUMNS}"),
+        &Query::new(&format!("{INSERT_COUPON}{COUPON_COLUMNS}")),
         &[
             ParameterValue::Str(coupon.name.clone()),
             ParameterValue::Str(coupon.discount.kind.as_str().to_owned()),
@@ -199,7 +201,8 @@ fn create_coupon(req: &Request, _: &Params) -> ApiResult {
             utc_param(coupon.expires_at),
         ],
     )?;
-    let created = first(&rows, CouponRecord::from_row)?
+    let created = rows
+        .first(CouponRecord::from_row)?
         .ok_or_else(|| Problem::unavailable("the insert returned no row"))?;
     // Prime the stock in Redis. If this fails the first issue rebuilds it, so
     // the coupon is created either way. A window that has already closed
@@ -228,10 +231,12 @@ fn get_coupon(_: &Request, params: &Params) -> ApiResult {
     let id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
     let db = Db::connect()?;
     let rows = db.query(
-        &format!("{GET_COUPON}{COUPON_COLUMNS} FROM coupons c WHERE c.id = $1"),
+        &Query::new(&format!(
+            "{GET_COUPON}{COUPON_COLUMNS} FROM coupons c WHERE c.id = $1"
+        )),
         &[ParameterValue::Int64(id)],
     )?;
-    match first(&rows, CouponRecord::from_row)? {
+    match rows.first(CouponRecord::from_row)? {
         Some(coupon) => Ok(respond::ok(&coupon.view())),
         None => Err(not_found(id)),
     }
@@ -261,12 +266,12 @@ fn issue_coupon(req: &Request, params: &Params) -> ApiResult {
     let id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
     let db = Db::connect()?;
     let rows = db.query(
-        &format!("{GET_COUPON}{COUPON_COLUMNS} FROM coupons c WHERE c.id = $1"),
+        &Query::new(&format!(
+            "{GET_COUPON}{COUPON_COLUMNS} FROM coupons c WHERE c.id = $1"
+        )),
         &[ParameterValue::Int64(id)],
     )?;
-    let Some((coupon, now)) = first(&rows, |row| {
-        Ok((CouponRecord::from_row(row)?, instant(row, "now")?))
-    })?
+    let Some((coupon, now)) = rows.first(|row| Ok((CouponRecord::from_row(row)?, instant(row, "now")?)))?
     else {
         return Err(not_found(id));
     };
@@ -286,13 +291,11 @@ fn issue_coupon(req: &Request, params: &Params) -> ApiResult {
     }
 
     let persisted = db.query(
-        PERSIST_ISSUE,
+        &PERSIST_ISSUE,
         &[ParameterValue::Int64(id), ParameterValue::Int64(caller.user_id)],
     );
     let outcome = match &persisted {
-        Ok(rows) => match first(rows, |row| {
-            Ok((column::<i64>(row, "id")?, utc(row, "issued_at")?))
-        }) {
+        Ok(rows) => match rows.first(|row| Ok((column::<i64>(row, "id")?, utc(row, "issued_at")?))) {
             Ok(Some(issued)) => Ok(issued),
             // Postgres counted the quantity out although Redis had a unit: Redis was behind.
             Ok(None) => Err((sold_out(), true)),
@@ -339,8 +342,8 @@ fn sold_out() -> Problem {
 
 /// Seed Redis from one Postgres snapshot (a no-op if another instance did first).
 fn rebuild(db: &Db, allocation: &Allocation, id: i64) -> Result<(), Problem> {
-    let rows = db.query(ALLOCATION_SNAPSHOT, &[ParameterValue::Int64(id)])?;
-    let snapshot = first(&rows, |row| {
+    let rows = db.query(&ALLOCATION_SNAPSHOT, &[ParameterValue::Int64(id)])?;
+    let snapshot = rows.first(|row| {
         let users: Vec<Option<i64>> = column(row, "users")?;
         Ok((
             column::<i64>(row, "remaining")?,
@@ -360,11 +363,12 @@ fn my_coupons(req: &Request, _: &Params) -> ApiResult {
     let (limit, cursor) = page(req)?;
     let before = cursor.map_or(i64::MAX, |c| c.after_id);
     let db = Db::connect()?;
+    let sql = format!(
+        "{LIST_USER_COUPONS}{COUPON_COLUMNS} FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id
+         WHERE uc.user_id = $1 AND uc.id < $2 ORDER BY uc.id DESC LIMIT $3"
+    );
     let rows = db.query(
-        &format!(
-            "{LIST_USER_COUPONS}{COUPON_COLUMNS} FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id
-             WHERE uc.user_id = $1 AND uc.id < $2 ORDER BY uc.id DESC LIMIT $3"
-        ),
+        &Query::new(&sql),
         &[
             ParameterValue::Int64(caller.user_id),
             ParameterValue::Int64(before),
@@ -372,7 +376,7 @@ fn my_coupons(req: &Request, _: &Params) -> ApiResult {
         ],
     )?;
     let coupons = rows
-        .rows()
+        .iter()
         .map(|row| {
             let coupon = CouponRecord::from_row(&row)?;
             let status: String = column(&row, "status")?;

@@ -1,7 +1,7 @@
 //! Operations: `GET /api/v1/health`, `GET /api/v1/openapi.json`, and the
 //! catch-all route that answers `404 NOT_FOUND` for anything else under `/api/v1`.
 
-use edge::pg::Db;
+use edge::pg::{Db, Query};
 use edge::router::{dispatch, get, Params};
 use edge::{respond, ApiResult, Problem};
 use serde_json::json;
@@ -24,7 +24,7 @@ fn handle(req: Request) -> Response {
 }
 
 fn postgres_ok() -> bool {
-    Db::connect().is_ok_and(|db| db.query("SELECT 1", &[]).is_ok())
+    Db::connect().is_ok_and(|db| db.query(&Query::new("SELECT 1"), &[]).is_ok())
 }
 
 fn redis_ok() -> bool {

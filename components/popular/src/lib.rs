@@ -5,7 +5,7 @@
 use chrono::Duration;
 use commerce::popular::{parse_days, parse_limit, rank, Window};
 use edge::input::query_param;
-use edge::pg::{column, instant, rfc3339, Db};
+use edge::pg::{column, instant, rfc3339, Db, Query};
 use edge::redis::text;
 use edge::router::{dispatch, get, Params};
 use edge::{respond, ApiResult, Problem};
@@ -19,8 +19,9 @@ use spin_sdk::redis::{Connection, RedisParameter};
 /// How long an answer may be served from the cache.
 const CACHE_SECONDS: i64 = 10;
 
-const NOW: &str = "SELECT now() AT TIME ZONE 'UTC' AS now";
-const PRODUCTS: &str = "SELECT id, name, price FROM products WHERE id = ANY($1)";
+/// The database's clock: one clock for every instance.
+const NOW: Query = Query::new("SELECT now() AT TIME ZONE 'UTC' AS now");
+const PRODUCTS: Query = Query::new("SELECT id, name, price FROM products WHERE id = ANY($1)");
 
 #[http_component]
 fn handle(req: Request) -> Response {
@@ -57,9 +58,10 @@ fn popular(req: &Request, _: &Params) -> ApiResult {
     }
 
     let db = Db::connect()?;
-    let rows = db.query(NOW, &[])?;
-    let now =
-        edge::pg::first(&rows, |row| instant(row, "now"))?.ok_or_else(|| Problem::unavailable("no clock"))?;
+    let now = db
+        .query(&NOW, &[])?
+        .first(|row| instant(row, "now"))?
+        .ok_or_else(|| Problem::unavailable("no clock"))?;
     let window = Window::ending(now, days);
     let until = window.from + Duration::days(i64::from(days));
     let sold = match &redis {
@@ -74,9 +76,9 @@ fn popular(req: &Request, _: &Params) -> ApiResult {
     };
     let ranked = rank(sold, limit);
     let ids = ranked.iter().map(|(id, _)| Some(*id)).collect();
-    let rows = db.query(PRODUCTS, &[ParameterValue::ArrayInt64(ids)])?;
+    let rows = db.query(&PRODUCTS, &[ParameterValue::ArrayInt64(ids)])?;
     let mut products = std::collections::HashMap::new();
-    for row in rows.rows() {
+    for row in rows.iter() {
         products.insert(
             column::<i64>(&row, "id")?,
             (column::<String>(&row, "name")?, column::<i64>(&row, "price")?),

@@ -4,7 +4,7 @@ use commerce::page::split_page;
 use commerce::ErrorCode;
 use edge::bodies::CreateProductBody;
 use edge::input::{json_body, page};
-use edge::pg::{column, first, Db};
+use edge::pg::{column, Db, Query};
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
 use edge::{auth, ApiResult, Problem};
@@ -14,13 +14,17 @@ use spin_sdk::http_component;
 use spin_sdk::pg4::{ParameterValue, Row};
 
 /// `stock` in answers is what can still be ordered: stock not held by pending orders.
-const LIST_PRODUCTS: &str = "SELECT id, name, price, stock - reserved AS available
-     FROM products WHERE id > $1 ORDER BY id LIMIT $2";
-const GET_PRODUCT: &str = "SELECT id, name, price, stock - reserved AS available FROM products WHERE id = $1";
+const LIST_PRODUCTS: Query = Query::new(
+    "SELECT id, name, price, stock - reserved AS available
+     FROM products WHERE id > $1 ORDER BY id LIMIT $2",
+);
+const GET_PRODUCT: Query =
+    Query::new("SELECT id, name, price, stock - reserved AS available FROM products WHERE id = $1");
 /// A new product starts with nothing reserved and remembers its initial stock (stock invariant).
-const INSERT_PRODUCT: &str =
+const INSERT_PRODUCT: Query = Query::new(
     "INSERT INTO products (name, price, stock, initial_stock) VALUES ($1, $2, $3, $3)
-     RETURNING id, name, price, stock - reserved AS available";
+     RETURNING id, name, price, stock - reserved AS available",
+);
 
 #[http_component]
 fn handle(req: Request) -> Response {
@@ -58,14 +62,14 @@ fn list_products(req: &Request, _: &Params) -> ApiResult {
     let after = cursor.map_or(0, |c| c.after_id);
     let db = Db::connect()?;
     let rows = db.query(
-        LIST_PRODUCTS,
+        &LIST_PRODUCTS,
         &[
             ParameterValue::Int64(after),
             ParameterValue::Int64(i64::from(limit.get()) + 1),
         ],
     )?;
     let products = rows
-        .rows()
+        .iter()
         .map(|row| Product::from_row(&row))
         .collect::<Result<Vec<_>, _>>()?;
     let (items, next_cursor) = split_page(products, limit, |p| p.id);
@@ -75,8 +79,8 @@ fn list_products(req: &Request, _: &Params) -> ApiResult {
 fn get_product(_: &Request, params: &Params) -> ApiResult {
     let id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
     let db = Db::connect()?;
-    let rows = db.query(GET_PRODUCT, &[ParameterValue::Int64(id)])?;
-    match first(&rows, Product::from_row)? {
+    let rows = db.query(&GET_PRODUCT, &[ParameterValue::Int64(id)])?;
+    match rows.first(Product::from_row)? {
         Some(product) => Ok(respond::ok(&product)),
         None => Err(Problem::new(
             ErrorCode::ProductNotFound,
@@ -90,15 +94,16 @@ fn create_product(req: &Request, _: &Params) -> ApiResult {
     let product = json_body::<CreateProductBody>(req)?.into_new_product()?;
     let db = Db::connect()?;
     let rows = db.query(
-        INSERT_PRODUCT,
+        &INSERT_PRODUCT,
         &[
             ParameterValue::Str(product.name),
             ParameterValue::Int64(product.price),
             ParameterValue::Int64(product.stock),
         ],
     )?;
-    let created =
-        first(&rows, Product::from_row)?.ok_or_else(|| Problem::unavailable("the insert returned no row"))?;
+    let created = rows
+        .first(Product::from_row)?
+        .ok_or_else(|| Problem::unavailable("the insert returned no row"))?;
     let mut response = respond::json(201, &created);
     response.set_header("location", format!("/api/v1/products/{}", created.id));
     Ok(response)

@@ -6,7 +6,7 @@ use edge::auth::{self, Caller};
 use edge::bodies::ChargeBody;
 use edge::idempotency::{self, Claim};
 use edge::input::{json_body, page};
-use edge::pg::{column, first, utc, Db};
+use edge::pg::{column, utc, Db, Query};
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
 use edge::{ApiResult, Problem};
@@ -18,32 +18,35 @@ use spin_sdk::pg4::{ParameterValue, Row};
 /// The idempotency scope of charges.
 const CHARGE_ROUTE: &str = "wallet.charge";
 
-const GET_BALANCE: &str = "SELECT balance FROM wallets WHERE user_id = $1";
+const GET_BALANCE: Query = Query::new("SELECT balance FROM wallets WHERE user_id = $1");
 
 /// Invariants 1 (money) and 5 (one key, one effect), in one statement: the
 /// wallet is credited only while the cap holds, and only together with its
 /// ledger row, whose (user, key) is unique — a repeated key fails as a whole.
-const CHARGE: &str = "
-WITH credited AS (
-    INSERT INTO wallets AS w (user_id, balance) VALUES ($1, $2)
-    ON CONFLICT (user_id) DO UPDATE SET balance = w.balance + EXCLUDED.balance, updated_at = now()
-        WHERE w.balance + EXCLUDED.balance <= $3
-    RETURNING balance
-)
-INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, charge_key, request_fingerprint)
-SELECT $1, 'CHARGE', $2, balance, $4, $5 FROM credited
-RETURNING charge_id::text AS charge_id, user_id, amount, balance_after,
-          created_at AT TIME ZONE 'UTC' AS created_at, request_fingerprint";
+const CHARGE: Query = Query::with(
+    "credited AS (
+        INSERT INTO wallets AS w (user_id, balance) VALUES ($1, $2)
+        ON CONFLICT (user_id) DO UPDATE SET balance = w.balance + EXCLUDED.balance, updated_at = now()
+            WHERE w.balance + EXCLUDED.balance <= $3
+        RETURNING balance
+    )",
+    "INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, charge_key, request_fingerprint)
+    SELECT $1, 'CHARGE', $2, balance, $4, $5 FROM credited
+    RETURNING charge_id::text AS charge_id, user_id, amount, balance_after,
+              created_at AT TIME ZONE 'UTC' AS created_at, request_fingerprint",
+);
 
 /// The charge a key already made (the Postgres backstop of idempotency).
-const CHARGE_BY_KEY: &str = "
-SELECT charge_id::text AS charge_id, user_id, amount, balance_after,
-       created_at AT TIME ZONE 'UTC' AS created_at, request_fingerprint
-FROM wallet_ledger WHERE user_id = $1 AND charge_key = $2";
+const CHARGE_BY_KEY: Query = Query::new(
+    "SELECT charge_id::text AS charge_id, user_id, amount, balance_after,
+            created_at AT TIME ZONE 'UTC' AS created_at, request_fingerprint
+    FROM wallet_ledger WHERE user_id = $1 AND charge_key = $2",
+);
 
-const LIST_LEDGER: &str = "
-SELECT id, kind, amount, balance_after, order_id, created_at AT TIME ZONE 'UTC' AS created_at
-FROM wallet_ledger WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
+const LIST_LEDGER: Query = Query::new(
+    "SELECT id, kind, amount, balance_after, order_id, created_at AT TIME ZONE 'UTC' AS created_at
+    FROM wallet_ledger WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+);
 
 /// The unique constraint that makes a repeated charge key fail.
 const ONE_CHARGE_PER_KEY: &str = "23505";
@@ -70,8 +73,8 @@ struct Balance {
 fn balance(req: &Request, _: &Params) -> ApiResult {
     let caller = auth::authenticate(req)?;
     let db = Db::connect()?;
-    let rows = db.query(GET_BALANCE, &[ParameterValue::Int64(caller.user_id)])?;
-    let balance = first(&rows, |row| column::<i64>(row, "balance"))?.unwrap_or(0);
+    let rows = db.query(&GET_BALANCE, &[ParameterValue::Int64(caller.user_id)])?;
+    let balance = rows.first(|row| column::<i64>(row, "balance"))?.unwrap_or(0);
     Ok(respond::ok(&Balance {
         user_id: caller.user_id,
         balance,
@@ -124,21 +127,21 @@ fn perform_charge(caller: &Caller, amount: ChargeAmount, key: &str, fingerprint:
         ParameterValue::Str(key.to_owned()),
         ParameterValue::Str(fingerprint.to_owned()),
     ];
-    match db.query(CHARGE, &params) {
-        Ok(rows) => match first(&rows, charge_from_row)? {
+    match db.query(&CHARGE, &params) {
+        Ok(rows) => match rows.first(charge_from_row)? {
             Some((charge, _)) => Ok(respond::json(201, &charge)),
             None => Err(balance_limit_exceeded().into()),
         },
         Err(e) if e.sqlstate() == Some(ONE_CHARGE_PER_KEY) => {
             // Redis had lost the key: the charge exists; answer with it.
             let rows = db.query(
-                CHARGE_BY_KEY,
+                &CHARGE_BY_KEY,
                 &[
                     ParameterValue::Int64(caller.user_id),
                     ParameterValue::Str(key.to_owned()),
                 ],
             )?;
-            match first(&rows, charge_from_row)? {
+            match rows.first(charge_from_row)? {
                 Some((charge, stored)) if stored == fingerprint => Ok(idempotency::replay(
                     201,
                     "application/json",
@@ -173,7 +176,7 @@ fn transactions(req: &Request, _: &Params) -> ApiResult {
     let before = cursor.map_or(i64::MAX, |c| c.after_id);
     let db = Db::connect()?;
     let rows = db.query(
-        LIST_LEDGER,
+        &LIST_LEDGER,
         &[
             ParameterValue::Int64(caller.user_id),
             ParameterValue::Int64(before),
@@ -181,7 +184,7 @@ fn transactions(req: &Request, _: &Params) -> ApiResult {
         ],
     )?;
     let entries = rows
-        .rows()
+        .iter()
         .map(|row| {
             Ok(Entry {
                 id: column(&row, "id")?,

@@ -1,13 +1,23 @@
 //! Postgres through `spin:postgres/postgres@4.0.0`.
 //!
-//! Spin cannot read `timestamptz` columns (its driver decodes them as
-//! zone-less date-times), so every query reads times as
-//! `col AT TIME ZONE 'UTC'` and [`utc`] turns the value back into UTC.
+//! Two limits of Spin shape this module:
+//!
+//! - **Spin 4.0.0–4.0.2 never answer a `query` whose result is empty**
+//!   (spinframework/spin#3671: the host waits for the columns of a first row
+//!   that never comes; the request hangs, nothing is logged). So no statement
+//!   that returns rows is sent as written: [`Db::query`] takes a [`Query`],
+//!   which always reaches the database as a statement that yields at least one
+//!   row, and hands back [`Rows`] without that extra row. There is no other way
+//!   to read rows (clippy's `disallowed-methods` refuses `Connection::query`
+//!   outside this module), so no call site can forget it.
+//! - Spin cannot read `timestamptz` columns (its driver decodes them as
+//!   zone-less date-times), so every query reads times as
+//!   `col AT TIME ZONE 'UTC'` and [`utc`] turns the value back into UTC.
 
 use crate::config::variable;
 use crate::Problem;
 use chrono::{DateTime, Utc};
-use spin_sdk::pg4::{Connection, Decode, ParameterValue, PgError, QueryError, Row, RowSet};
+use spin_sdk::pg4::{Connection, DbValue, Decode, ParameterValue, PgError, QueryError, Row, RowSet};
 
 /// An open connection to the app's database.
 pub struct Db(Connection);
@@ -53,12 +63,94 @@ impl Db {
             .map_err(|e| Problem::from(DbError(Box::new(e))))
     }
 
-    pub fn query(&self, sql: &str, params: &[ParameterValue]) -> Result<RowSet, DbError> {
-        self.0.query(sql, params).map_err(|e| DbError(Box::new(e)))
+    /// Run a statement that returns rows (see [`Query`] for the shape it is sent in).
+    pub fn query(&self, query: &Query<'_>, params: &[ParameterValue]) -> Result<Rows, DbError> {
+        #[allow(clippy::disallowed_methods)] // the one call that sends a `Query`'s always-a-row shape
+        let set = self.0.query(&query.sql(), params);
+        set.map(Rows).map_err(|e| DbError(Box::new(e)))
     }
 
+    /// Run a statement that returns no rows; answers how many it changed.
+    /// (`execute` is not affected by spin#3671: it never waits for rows.)
     pub fn execute(&self, sql: &str, params: &[ParameterValue]) -> Result<u64, DbError> {
         self.0.execute(sql, params).map_err(|e| DbError(Box::new(e)))
+    }
+}
+
+/// A statement that returns rows, written as its optional `WITH` items and
+/// the statement that yields the rows (a `SELECT`, or an `INSERT`/`UPDATE`/
+/// `DELETE … RETURNING`).
+///
+/// It is sent as
+///
+/// ```sql
+/// WITH <ctes>, edge_result AS MATERIALIZED (<rows>)
+/// SELECT edge_page.* FROM (VALUES (1)) AS edge_always(one)
+/// LEFT JOIN (SELECT row_number() OVER () AS edge_row, edge_result.* FROM edge_result) AS edge_page
+///     ON true
+/// ORDER BY edge_page.edge_row
+/// ```
+///
+/// one statement, as atomic as the one written, that always yields a row:
+/// the rows of `rows` in their order, numbered, or one row of `NULL`s when
+/// there are none, which [`Rows`] leaves out. The `WITH` items are given
+/// apart because Postgres allows data-modifying `WITH` items only at the top
+/// level, so a statement with them cannot be wrapped whole.
+#[derive(Clone, Copy, Debug)]
+pub struct Query<'a> {
+    ctes: &'a str,
+    rows: &'a str,
+}
+
+/// The column that numbers the real rows (`NULL` in the stand-in row).
+const ROW_NUMBER: &str = "edge_row";
+
+impl<'a> Query<'a> {
+    /// A statement without `WITH` items.
+    pub const fn new(rows: &'a str) -> Query<'a> {
+        Query { ctes: "", rows }
+    }
+
+    /// A statement whose `WITH` items (`a AS (…), b AS (…)`, without the
+    /// `WITH` keyword) come before the statement that yields the rows.
+    pub const fn with(ctes: &'a str, rows: &'a str) -> Query<'a> {
+        Query { ctes, rows }
+    }
+
+    /// The text sent to Postgres.
+    pub fn sql(&self) -> String {
+        let separator = if self.ctes.trim().is_empty() { "" } else { "," };
+        format!(
+            "WITH {ctes}{separator} edge_result AS MATERIALIZED ({rows})\n\
+             SELECT edge_page.* FROM (VALUES (1)) AS edge_always(one)\n\
+             LEFT JOIN (SELECT row_number() OVER () AS {ROW_NUMBER}, edge_result.* FROM edge_result) \
+             AS edge_page ON true\n\
+             ORDER BY edge_page.{ROW_NUMBER}",
+            ctes = self.ctes,
+            rows = self.rows,
+        )
+    }
+}
+
+/// The rows a [`Query`] yielded, without the stand-in row of an empty result.
+pub struct Rows(RowSet);
+
+impl Rows {
+    /// The rows, in the statement's order.
+    pub fn iter(&self) -> impl Iterator<Item = Row<'_>> {
+        self.0.rows().zip(&self.0.rows).filter_map(|(row, values)| {
+            let stand_in = matches!(values.first(), Some(DbValue::DbNull) | None);
+            (!stand_in).then_some(row)
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// Map the first row, if there is one.
+    pub fn first<T>(&self, map: impl FnOnce(&Row<'_>) -> Result<T, Problem>) -> Result<Option<T>, Problem> {
+        self.iter().next().map(|row| map(&row)).transpose()
     }
 }
 
@@ -103,12 +195,4 @@ pub fn utc_param(time: DateTime<Utc>) -> ParameterValue {
         time.second() as u8,
         time.nanosecond(),
     ))
-}
-
-/// Map the first row of `rows`, if there is one.
-pub fn first<T>(
-    rows: &RowSet,
-    map: impl FnOnce(&Row<'_>) -> Result<T, Problem>,
-) -> Result<Option<T>, Problem> {
-    rows.rows().next().map(|row| map(&row)).transpose()
 }

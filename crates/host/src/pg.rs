@@ -11,7 +11,14 @@
 //!   not coerced: an `int64` binds only to `int8`.
 //! - Errors carry Spin's shapes: `query-failed(db-error)` with the SQLSTATE,
 //!   `query-failed(text)` for driver errors, `connection-failed` for opening.
-//! - TLS is not implemented: `sslmode=require` is refused at `open`.
+//! - TLS as Spin negotiates it: `sslmode=disable` connects in clear; any
+//!   other mode (`prefer`, the default, and `require`) goes through
+//!   native-tls with the system's roots, so a server that offers TLS must
+//!   present a certificate that verifies (a self-signed one fails `open`,
+//!   as on Spin), and `require` fails against a server without TLS.
+//! - A `query` whose result is empty is refused at once with an error naming
+//!   spinframework/spin#3671: Spin 4.0.0–4.0.2 never answer it (the request
+//!   hangs), so nothing that reads rows may depend on it.
 //! - Statements are prepared once per pooled connection and reused (Spin
 //!   prepares every statement every time): the same results and errors, one
 //!   round trip fewer per statement.
@@ -22,6 +29,7 @@ use crate::bindings::spin::spin::postgres::postgres::{
 use crate::state::InstanceState;
 use anyhow::Context as _;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use postgres_native_tls::MakeTlsConnector;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
@@ -30,6 +38,11 @@ use wasmtime::component::Resource;
 
 /// Connections per pool unless configured: Spin's fixed size.
 pub const DEFAULT_POOL_SIZE: usize = 64;
+
+/// What a guest gets for a `query` with no rows.
+pub const EMPTY_RESULT: &str = "the query returned no rows: Spin 4.0.0-4.0.2 never answer such a query \
+     (the request hangs; spinframework/spin#3671), so this host refuses it. Read rows with a statement \
+     that always yields one (edge::pg::Query), or use `execute`.";
 
 /// A guest's open connection: a pooled client, returned to its pool on drop.
 pub struct PgConnection {
@@ -53,25 +66,29 @@ impl PgPools {
         }
     }
 
-    fn pool_for(&self, address: &str, config: tokio_postgres::Config) -> Pool {
+    fn pool_for(&self, address: &str, config: tokio_postgres::Config) -> Result<Pool, String> {
         let mut pools = self.pools.lock().expect("pool map lock poisoned");
-        pools
-            .entry(address.to_owned())
-            .or_insert_with(|| {
-                let manager = Manager::from_config(
-                    config,
-                    tokio_postgres::NoTls,
-                    ManagerConfig {
-                        recycling_method: RecyclingMethod::Clean,
-                    },
-                );
-                Pool::builder(manager)
-                    .max_size(self.size)
-                    .runtime(deadpool_postgres::Runtime::Tokio1)
-                    .build()
-                    .expect("a pool with a runtime always builds")
-            })
-            .clone()
+        if let Some(pool) = pools.get(address) {
+            return Ok(pool.clone());
+        }
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Clean,
+        };
+        // As Spin: only `disable` skips TLS; the connector verifies the
+        // certificate and host name against the system's roots.
+        let manager = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+        } else {
+            let tls = native_tls::TlsConnector::new().map_err(|e| e.to_string())?;
+            Manager::from_config(config, MakeTlsConnector::new(tls), manager_config)
+        };
+        let pool = Pool::builder(manager)
+            .max_size(self.size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| e.to_string())?;
+        pools.insert(address.to_owned(), pool.clone());
+        Ok(pool)
     }
 }
 
@@ -99,12 +116,11 @@ impl InstanceState {
                 )));
             }
         }
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(Error::ConnectionFailed(
-                "sslmode=require: TLS is not supported by this local host".into(),
-            ));
-        }
-        let pool = self.component.pg_pools.pool_for(address, config);
+        let pool = self
+            .component
+            .pg_pools
+            .pool_for(address, config)
+            .map_err(|e| Error::ConnectionFailed(format!("TLS could not be set up: {e}")))?;
         let client = pool
             .get()
             .await
@@ -144,8 +160,17 @@ impl HostConnection for InstanceState {
             Ok(rows) => rows,
             Err(e) => return Ok(Err(query_failed(e))),
         };
-        // Like Spin, columns are described from the first row: an empty result has none.
-        let columns = rows.first().map(infer_columns).unwrap_or_default();
+        // Spin describes the columns from the first row and, on 4.0.0–4.0.2,
+        // waits for it forever when there is none. Fail loudly instead.
+        let Some(first) = rows.first() else {
+            tracing::error!(
+                component = %self.component.id,
+                statement = %statement.trim(),
+                "{EMPTY_RESULT}"
+            );
+            return Ok(Err(Error::QueryFailed(QueryError::Text(EMPTY_RESULT.into()))));
+        };
+        let columns = infer_columns(first);
         let converted = rows
             .iter()
             .map(convert_row)

@@ -21,139 +21,148 @@ pub use failpoint::Failpoints;
 use commerce::coupon::{Discount, DiscountType};
 use commerce::order::{self, CouponState, OrderRequest, OrderStatus, Priced};
 use commerce::Rejection;
-use edge::pg::{column, first, instant, Db, DbError};
+use edge::pg::{column, instant, Db, DbError, Query};
 use edge::Problem;
 use spin_sdk::pg4::ParameterValue;
 use std::collections::HashMap;
 
 /// Prices of the requested products that exist (a read; snapshots are taken from it).
-const PRICES: &str = "SELECT id, price FROM products WHERE id = ANY($1)";
+const PRICES: Query = Query::new("SELECT id, price FROM products WHERE id = ANY($1)");
 
 /// Step 1. Invariant 5: one key, one order (`one_order_per_key`). The order
 /// and its lines are written together; an unknown product ends it `FAILED`
 /// at once, with no lines.
-const CREATE: &str = "
-WITH created AS (
-    INSERT INTO orders (user_id, idempotency_key, request_fingerprint, status, user_coupon_id,
-                        total_amount, failure_code, failure_detail, failure_product_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-    RETURNING id, status
-), lines AS (
-    INSERT INTO order_items (order_id, product_id, quantity, unit_price)
-    SELECT created.id, line.product_id, line.quantity, line.unit_price
-    FROM created, unnest($10::int8[], $11::int8[], $12::int8[]) AS line(product_id, quantity, unit_price)
-    WHERE created.status = 'PENDING'
-)
-SELECT id FROM created";
+const CREATE: Query = Query::with(
+    "created AS (
+        INSERT INTO orders (user_id, idempotency_key, request_fingerprint, status, user_coupon_id,
+                            total_amount, failure_code, failure_detail, failure_product_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        RETURNING id, status
+    ), lines AS (
+        INSERT INTO order_items (order_id, product_id, quantity, unit_price)
+        SELECT created.id, line.product_id, line.quantity, line.unit_price
+        FROM created, unnest($10::int8[], $11::int8[], $12::int8[]) AS line(product_id, quantity, unit_price)
+        WHERE created.status = 'PENDING'
+    )",
+    "SELECT id FROM created",
+);
 
 /// Step 2, per line. Invariant 2: never hold more than is left
 /// (`stock - reserved >= q`), and the order records that it holds this stock.
-const RESERVE: &str = "
-WITH pending AS (
-    SELECT id FROM orders WHERE id = $1 AND status = 'PENDING' AND NOT $2 = ANY(reserved_products) FOR UPDATE
-), held AS (
-    UPDATE products SET reserved = reserved + $3
-    FROM pending WHERE products.id = $2 AND products.stock - products.reserved >= $3
-    RETURNING products.id
-)
-UPDATE orders SET reserved_products = array_append(reserved_products, held.id), updated_at = now()
-FROM held WHERE orders.id = $1
-RETURNING orders.id";
+const RESERVE: Query = Query::with(
+    "pending AS (
+        SELECT id FROM orders
+        WHERE id = $1 AND status = 'PENDING' AND NOT $2 = ANY(reserved_products) FOR UPDATE
+    ), held AS (
+        UPDATE products SET reserved = reserved + $3
+        FROM pending WHERE products.id = $2 AND products.stock - products.reserved >= $3
+        RETURNING products.id
+    )",
+    "UPDATE orders SET reserved_products = array_append(reserved_products, held.id), updated_at = now()
+    FROM held WHERE orders.id = $1
+    RETURNING orders.id",
+);
 
 /// What the order's coupon looks like to this user (a read, to price the discount).
-const COUPON: &str = "
-SELECT uc.status, c.discount_type, c.discount_value, c.max_discount, c.min_order_amount,
-       c.expires_at <= now() AS expired
-FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id
-WHERE uc.id = $1 AND uc.user_id = $2";
+const COUPON: Query = Query::new(
+    "SELECT uc.status, c.discount_type, c.discount_value, c.max_discount, c.min_order_amount,
+            c.expires_at <= now() AS expired
+    FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id
+    WHERE uc.id = $1 AND uc.user_id = $2",
+);
 
 /// Step 3. Invariant 3: a user coupon is USED by at most one order — only
 /// the owner's, unused, unexpired, with the minimum met — and the order
 /// records the discount in the same statement.
-const TAKE_COUPON: &str = "
-WITH pending AS (
-    SELECT id FROM orders WHERE id = $1 AND status = 'PENDING' AND NOT coupon_applied FOR UPDATE
-), used AS (
-    UPDATE user_coupons uc SET status = 'USED', order_id = pending.id, used_at = now()
-    FROM pending, coupons c
-    WHERE uc.id = $2 AND uc.user_id = $3 AND uc.status = 'ISSUED' AND c.id = uc.coupon_id
-      AND c.expires_at > now() AND c.min_order_amount <= $4
-    RETURNING uc.id
-)
-UPDATE orders SET coupon_applied = true, discount_amount = $5, updated_at = now()
-FROM used WHERE orders.id = $1
-RETURNING orders.id";
+const TAKE_COUPON: Query = Query::with(
+    "pending AS (
+        SELECT id FROM orders WHERE id = $1 AND status = 'PENDING' AND NOT coupon_applied FOR UPDATE
+    ), used AS (
+        UPDATE user_coupons uc SET status = 'USED', order_id = pending.id, used_at = now()
+        FROM pending, coupons c
+        WHERE uc.id = $2 AND uc.user_id = $3 AND uc.status = 'ISSUED' AND c.id = uc.coupon_id
+          AND c.expires_at > now() AND c.min_order_amount <= $4
+        RETURNING uc.id
+    )",
+    "UPDATE orders SET coupon_applied = true, discount_amount = $5, updated_at = now()
+    FROM used WHERE orders.id = $1
+    RETURNING orders.id",
+);
 
 /// Step 4. Invariant 1: the balance never goes below zero and moves only with
 /// its PAYMENT entry; invariant 4: one PAYMENT per order
 /// (`ledger_one_payment_per_order`). A wallet is created for a free order.
-const DEBIT: &str = "
-WITH pending AS (
-    SELECT id FROM orders WHERE id = $1 AND status = 'PENDING' AND NOT balance_deducted FOR UPDATE
-), debited AS (
-    UPDATE wallets SET balance = balance - $3, updated_at = now()
-    FROM pending WHERE wallets.user_id = $2 AND wallets.balance >= $3
-    RETURNING wallets.balance
-), opened AS (
-    INSERT INTO wallets (user_id, balance)
-    SELECT $2, 0 FROM pending WHERE $3 = 0 AND NOT EXISTS (SELECT 1 FROM wallets WHERE user_id = $2)
-    ON CONFLICT (user_id) DO NOTHING
-    RETURNING balance
-), entry AS (
-    INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, order_id)
-    SELECT $2, 'PAYMENT', -$3, balance, $1 FROM (SELECT balance FROM debited UNION ALL SELECT balance FROM opened) b
-    RETURNING balance_after
-)
-UPDATE orders SET balance_deducted = true, updated_at = now()
-FROM entry WHERE orders.id = $1
-RETURNING entry.balance_after";
+const DEBIT: Query = Query::with(
+    "pending AS (
+        SELECT id FROM orders WHERE id = $1 AND status = 'PENDING' AND NOT balance_deducted FOR UPDATE
+    ), debited AS (
+        UPDATE wallets SET balance = balance - $3, updated_at = now()
+        FROM pending WHERE wallets.user_id = $2 AND wallets.balance >= $3
+        RETURNING wallets.balance
+    ), opened AS (
+        INSERT INTO wallets (user_id, balance)
+        SELECT $2, 0 FROM pending WHERE $3 = 0 AND NOT EXISTS (SELECT 1 FROM wallets WHERE user_id = $2)
+        ON CONFLICT (user_id) DO NOTHING
+        RETURNING balance
+    ), entry AS (
+        INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, order_id)
+        SELECT $2, 'PAYMENT', -$3, balance, $1
+        FROM (SELECT balance FROM debited UNION ALL SELECT balance FROM opened) b
+        RETURNING balance_after
+    )",
+    "UPDATE orders SET balance_deducted = true, updated_at = now()
+    FROM entry WHERE orders.id = $1
+    RETURNING entry.balance_after",
+);
 
 /// Step 5, also recovery's roll-forward. Invariants 2 and 4: held stock
 /// becomes sold exactly once, when a debited order becomes PAID; products
 /// are locked in id order so concurrent confirmations cannot deadlock.
-const CONFIRM: &str = "
-WITH paid AS (
-    UPDATE orders SET status = 'PAID', paid_at = now(), updated_at = now()
-    WHERE id = $1 AND status IN ('PENDING', 'ON_HOLD') AND balance_deducted
-    RETURNING id, paid_at, reserved_products
-), lines AS (
-    SELECT i.product_id, i.quantity FROM order_items i JOIN paid ON paid.id = i.order_id
-    WHERE i.product_id = ANY(paid.reserved_products)
-), locked AS (
-    SELECT p.id FROM products p JOIN lines ON lines.product_id = p.id ORDER BY p.id FOR UPDATE OF p
-), sold AS (
-    UPDATE products p SET stock = p.stock - lines.quantity, reserved = p.reserved - lines.quantity
-    FROM lines, locked WHERE p.id = lines.product_id AND locked.id = p.id
-)
-SELECT paid_at AT TIME ZONE 'UTC' AS paid_at,
-       array(SELECT product_id FROM lines ORDER BY product_id) AS products,
-       array(SELECT quantity FROM lines ORDER BY product_id) AS quantities
-FROM paid";
+const CONFIRM: Query = Query::with(
+    "paid AS (
+        UPDATE orders SET status = 'PAID', paid_at = now(), updated_at = now()
+        WHERE id = $1 AND status IN ('PENDING', 'ON_HOLD') AND balance_deducted
+        RETURNING id, paid_at, reserved_products
+    ), lines AS (
+        SELECT i.product_id, i.quantity FROM order_items i JOIN paid ON paid.id = i.order_id
+        WHERE i.product_id = ANY(paid.reserved_products)
+    ), locked AS (
+        SELECT p.id FROM products p JOIN lines ON lines.product_id = p.id ORDER BY p.id FOR UPDATE OF p
+    ), sold AS (
+        UPDATE products p SET stock = p.stock - lines.quantity, reserved = p.reserved - lines.quantity
+        FROM lines, locked WHERE p.id = lines.product_id AND locked.id = p.id
+    )",
+    "SELECT paid_at AT TIME ZONE 'UTC' AS paid_at,
+            array(SELECT product_id FROM lines ORDER BY product_id) AS products,
+            array(SELECT quantity FROM lines ORDER BY product_id) AS quantities
+    FROM paid",
+);
 
 /// Undo, for a business failure (`FAILED`) and recovery's roll-back
 /// (`CANCELLED`). Invariants 2 and 3: give back exactly what the order holds,
 /// once (the status moves on in the same statement), and only if no money
 /// moved (`NOT balance_deducted`). The progress columns stay as a record of
 /// what was held.
-const UNDO: &str = "
-WITH ended AS (
-    UPDATE orders SET status = $2, failure_code = $3, failure_detail = $4, failure_product_id = $5,
-                      updated_at = now()
-    WHERE id = $1 AND status IN ('PENDING', 'ON_HOLD') AND NOT balance_deducted
-    RETURNING id, user_coupon_id, coupon_applied, reserved_products
-), lines AS (
-    SELECT i.product_id, i.quantity FROM order_items i JOIN ended ON ended.id = i.order_id
-    WHERE i.product_id = ANY(ended.reserved_products)
-), locked AS (
-    SELECT p.id FROM products p JOIN lines ON lines.product_id = p.id ORDER BY p.id FOR UPDATE OF p
-), returned AS (
-    UPDATE products p SET reserved = p.reserved - lines.quantity
-    FROM lines, locked WHERE p.id = lines.product_id AND locked.id = p.id
-), restored AS (
-    UPDATE user_coupons uc SET status = 'ISSUED', order_id = NULL, used_at = NULL
-    FROM ended WHERE ended.coupon_applied AND uc.id = ended.user_coupon_id AND uc.order_id = $1
-)
-SELECT id FROM ended";
+const UNDO: Query = Query::with(
+    "ended AS (
+        UPDATE orders SET status = $2, failure_code = $3, failure_detail = $4, failure_product_id = $5,
+                          updated_at = now()
+        WHERE id = $1 AND status IN ('PENDING', 'ON_HOLD') AND NOT balance_deducted
+        RETURNING id, user_coupon_id, coupon_applied, reserved_products
+    ), lines AS (
+        SELECT i.product_id, i.quantity FROM order_items i JOIN ended ON ended.id = i.order_id
+        WHERE i.product_id = ANY(ended.reserved_products)
+    ), locked AS (
+        SELECT p.id FROM products p JOIN lines ON lines.product_id = p.id ORDER BY p.id FOR UPDATE OF p
+    ), returned AS (
+        UPDATE products p SET reserved = p.reserved - lines.quantity
+        FROM lines, locked WHERE p.id = lines.product_id AND locked.id = p.id
+    ), restored AS (
+        UPDATE user_coupons uc SET status = 'ISSUED', order_id = NULL, used_at = NULL
+        FROM ended WHERE ended.coupon_applied AND uc.id = ended.user_coupon_id AND uc.order_id = $1
+    )",
+    "SELECT id FROM ended",
+);
 
 /// 4-5: an infrastructure failure interrupted the steps; recovery resolves it.
 const HOLD: &str =
@@ -189,10 +198,10 @@ impl From<Problem> for StepError {
 pub fn prices(db: &Db, request: &OrderRequest) -> Result<HashMap<i64, i64>, Problem> {
     let ids: Vec<i64> = request.lines.iter().map(|l| l.product_id).collect();
     let rows = db.query(
-        PRICES,
+        &PRICES,
         &[ParameterValue::ArrayInt64(ids.into_iter().map(Some).collect())],
     )?;
-    rows.rows()
+    rows.iter()
         .map(|row| Ok((column(&row, "id")?, column(&row, "price")?)))
         .collect()
 }
@@ -252,9 +261,10 @@ pub fn create(db: &Db, new: &NewOrder<'_>, priced: Result<&Priced, i64>) -> Resu
         column_of(|l| l.quantity),
         column_of(|l| l.unit_price),
     ];
-    match db.query(CREATE, &params) {
+    match db.query(&CREATE, &params) {
         Ok(rows) => {
-            let id = first(&rows, |row| column::<i64>(row, "id"))?
+            let id = rows
+                .first(|row| column::<i64>(row, "id"))?
                 .ok_or_else(|| Problem::unavailable("the order insert returned no row"))?;
             Ok(match failure {
                 Some((rejection, product)) => Created::Failed(id, rejection, product),
@@ -308,7 +318,7 @@ fn reserve(db: &Db, order_id: i64, product_id: i64, quantity: i64) -> Result<(),
         ParameterValue::Int64(product_id),
         ParameterValue::Int64(quantity),
     ];
-    if db.query(RESERVE, &params)?.rows.is_empty() {
+    if db.query(&RESERVE, &params)?.is_empty() {
         return Err(if still_pending(db, order_id)? {
             StepError::Business(order::out_of_stock(product_id), Some(product_id))
         } else {
@@ -335,7 +345,7 @@ fn take_coupon(
         ParameterValue::Int64(total),
         ParameterValue::Int64(discount),
     ];
-    if db.query(TAKE_COUPON, &params)?.rows.is_empty() {
+    if db.query(&TAKE_COUPON, &params)?.is_empty() {
         if !still_pending(db, order_id)? {
             return Err(StepError::Superseded);
         }
@@ -355,13 +365,13 @@ fn take_coupon(
 /// The discount `user_coupon_id` gives on `total`, or why it cannot be used.
 fn coupon_discount(db: &Db, user_id: i64, user_coupon_id: i64, total: i64) -> Result<i64, StepError> {
     let rows = db.query(
-        COUPON,
+        &COUPON,
         &[
             ParameterValue::Int64(user_coupon_id),
             ParameterValue::Int64(user_id),
         ],
     )?;
-    let coupon = first(&rows, |row| {
+    let coupon = rows.first(|row| {
         let kind: String = column(row, "discount_type")?;
         let discount = Discount {
             kind: DiscountType::parse(&kind)?,
@@ -390,8 +400,8 @@ fn debit(db: &Db, order_id: i64, user_id: i64, amount: i64) -> Result<i64, StepE
         ParameterValue::Int64(user_id),
         ParameterValue::Int64(amount),
     ];
-    let rows = db.query(DEBIT, &params)?;
-    match first(&rows, |row| column::<i64>(row, "balance_after"))? {
+    let rows = db.query(&DEBIT, &params)?;
+    match rows.first(|row| column::<i64>(row, "balance_after"))? {
         Some(balance) => Ok(balance),
         None if still_pending(db, order_id)? => {
             Err(StepError::Business(order::insufficient_balance(amount), None))
@@ -409,8 +419,8 @@ pub struct Confirmed {
 /// Step 5 (and recovery's roll-forward): `PAID`, stock sold. `None` when the
 /// order was not debited or is already final.
 pub fn confirm(db: &Db, order_id: i64) -> Result<Option<Confirmed>, Problem> {
-    let rows = db.query(CONFIRM, &[ParameterValue::Int64(order_id)])?;
-    first(&rows, |row| {
+    let rows = db.query(&CONFIRM, &[ParameterValue::Int64(order_id)])?;
+    rows.first(|row| {
         let products: Vec<Option<i64>> = column(row, "products")?;
         let quantities: Vec<Option<i64>> = column(row, "quantities")?;
         let lines = products
@@ -450,7 +460,7 @@ pub fn undo(db: &Db, order_id: i64, outcome: Undo<'_>) -> Result<bool, Problem> 
         detail,
         product,
     ];
-    Ok(!db.query(UNDO, &params)?.rows.is_empty())
+    Ok(!db.query(&UNDO, &params)?.is_empty())
 }
 
 /// How an unpaid order ends.
@@ -464,11 +474,11 @@ pub fn hold(db: &Db, order_id: i64) -> Result<bool, DbError> {
     Ok(db.execute(HOLD, &[ParameterValue::Int64(order_id)])? == 1)
 }
 
+/// An order's status (a read).
+const STATUS: Query = Query::new("SELECT status FROM orders WHERE id = $1");
+
 fn still_pending(db: &Db, order_id: i64) -> Result<bool, DbError> {
-    let rows = db.query(
-        "SELECT status FROM orders WHERE id = $1",
-        &[ParameterValue::Int64(order_id)],
-    )?;
-    let status = rows.rows().next().and_then(|row| row.get::<String>("status"));
+    let rows = db.query(&STATUS, &[ParameterValue::Int64(order_id)])?;
+    let status = rows.iter().next().and_then(|row| row.get::<String>("status"));
     Ok(status.as_deref() == Some(OrderStatus::Pending.as_str()))
 }

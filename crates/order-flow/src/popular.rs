@@ -8,7 +8,7 @@
 //! sale is never counted into a key that is missing its earlier sales.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use edge::pg::{column, Db};
+use edge::pg::{column, Db, Query};
 use edge::redis::{text, Script};
 use edge::Problem;
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
@@ -63,11 +63,13 @@ return {1, redis.call(unpack(union))}
 ";
 
 /// Units of PAID orders per product paid in `[from, until)`.
-const SOLD_BETWEEN: &str = "
-SELECT i.product_id, sum(i.quantity)::int8 AS units
-FROM orders o JOIN order_items i ON i.order_id = o.id
-WHERE o.status = 'PAID' AND o.paid_at >= $1::timestamp AT TIME ZONE 'UTC' AND o.paid_at < $2::timestamp AT TIME ZONE 'UTC'
-GROUP BY i.product_id";
+const SOLD_BETWEEN: Query = Query::new(
+    "SELECT i.product_id, sum(i.quantity)::int8 AS units
+    FROM orders o JOIN order_items i ON i.order_id = o.id
+    WHERE o.status = 'PAID' AND o.paid_at >= $1::timestamp AT TIME ZONE 'UTC'
+      AND o.paid_at < $2::timestamp AT TIME ZONE 'UTC'
+    GROUP BY i.product_id",
+);
 
 /// Count a paid order's lines (product id, quantity) on the day it was paid.
 /// Best effort: a missing day key is rebuilt from Postgres when next read.
@@ -97,10 +99,10 @@ pub fn sold_in_postgres(
     until: DateTime<Utc>,
 ) -> Result<Vec<(i64, i64)>, Problem> {
     let rows = db.query(
-        SOLD_BETWEEN,
+        &SOLD_BETWEEN,
         &[edge::pg::utc_param(from), edge::pg::utc_param(until)],
     )?;
-    rows.rows()
+    rows.iter()
         .map(|row| Ok((column(&row, "product_id")?, column(&row, "units")?)))
         .collect()
 }

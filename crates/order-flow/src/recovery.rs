@@ -10,7 +10,7 @@
 //! lock, clock skew, a manual run) can never apply a step twice.
 
 use crate::{confirm, popular, undo, Undo};
-use edge::pg::{column, Db};
+use edge::pg::{column, Db, Query};
 use edge::redis::{text, Script};
 use edge::Problem;
 use serde::Serialize;
@@ -25,10 +25,11 @@ const LOCK_TTL_MILLIS: i64 = 50_000;
 const BATCH: i64 = 500;
 
 /// What recovery looks for: held orders, and pending ones that stopped moving.
-const UNFINISHED: &str = "
-SELECT id, balance_deducted FROM orders
-WHERE status = 'ON_HOLD' OR (status = 'PENDING' AND created_at < now() - make_interval(secs => $1::int8))
-ORDER BY id LIMIT $2";
+const UNFINISHED: Query = Query::new(
+    "SELECT id, balance_deducted FROM orders
+    WHERE status = 'ON_HOLD' OR (status = 'PENDING' AND created_at < now() - make_interval(secs => $1::int8))
+    ORDER BY id LIMIT $2",
+);
 
 /// Release the lock only if it is still ours (it may have expired and been
 /// taken by another runner).
@@ -121,14 +122,14 @@ fn take_lock() -> Result<Option<(Connection, String)>, RunError> {
 fn resolve_all(pending_timeout_seconds: i64) -> Result<Summary, Problem> {
     let db = Db::connect()?;
     let rows = db.query(
-        UNFINISHED,
+        &UNFINISHED,
         &[
             ParameterValue::Int64(pending_timeout_seconds),
             ParameterValue::Int64(BATCH),
         ],
     )?;
     let orders = rows
-        .rows()
+        .iter()
         .map(|row| {
             Ok((
                 column::<i64>(&row, "id")?,

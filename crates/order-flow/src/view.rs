@@ -3,7 +3,7 @@
 //! code from the same values, so they are the same bytes.
 
 use commerce::order::OrderStatus;
-use edge::pg::{column, instant, rfc3339, Db};
+use edge::pg::{column, instant, rfc3339, Db, Query};
 use edge::Problem;
 use serde::Serialize;
 use spin_sdk::pg4::{ParameterValue, Row};
@@ -16,9 +16,10 @@ SELECT o.id, o.user_id, o.status, o.user_coupon_id, o.total_amount, o.discount_a
        (SELECT l.balance_after FROM wallet_ledger l WHERE l.order_id = o.id AND l.kind = 'PAYMENT') AS balance
 FROM orders o";
 
-const LINES: &str = "
-SELECT order_id, product_id, quantity, unit_price FROM order_items
-WHERE order_id = ANY($1) ORDER BY order_id, product_id";
+const LINES: Query = Query::new(
+    "SELECT order_id, product_id, quantity, unit_price FROM order_items
+    WHERE order_id = ANY($1) ORDER BY order_id, product_id",
+);
 
 /// One line of an order.
 #[derive(Debug, Clone, Serialize)]
@@ -221,17 +222,17 @@ pub fn load(db: &Db, select: Select<'_>) -> Result<Vec<Order>, Problem> {
             vec![ParameterValue::ArrayInt64(ids.iter().map(|i| Some(*i)).collect())],
         ),
     };
-    let rows = db.query(&format!("{ORDER_COLUMNS} {filter}"), &params)?;
+    let rows = db.query(&Query::new(&format!("{ORDER_COLUMNS} {filter}")), &params)?;
     let mut orders = rows
-        .rows()
+        .iter()
         .map(|row| Order::from_row(&row))
         .collect::<Result<Vec<_>, _>>()?;
     if orders.is_empty() {
         return Ok(orders);
     }
     let ids = orders.iter().map(|o| Some(o.id)).collect();
-    let lines = db.query(LINES, &[ParameterValue::ArrayInt64(ids)])?;
-    for row in lines.rows() {
+    let lines = db.query(&LINES, &[ParameterValue::ArrayInt64(ids)])?;
+    for row in lines.iter() {
         let order_id: i64 = column(&row, "order_id")?;
         let (quantity, unit_price): (i64, i64) = (column(&row, "quantity")?, column(&row, "unit_price")?);
         if let Some(order) = orders.iter_mut().find(|o| o.id == order_id) {

@@ -110,7 +110,7 @@ class App:
     def __init__(self, host_binary, redis, instances, tag):
         self.db = f"bench_{tag}_{os.getpid()}_{int(time.time() * 1000)}"
         run(["psql", "-X", "-q", f"{PG_SERVER}/postgres", "-c", f"CREATE DATABASE {self.db}"])
-        self.url = f"{PG_SERVER}/{self.db}"
+        self.url = f"{PG_SERVER}/{self.db}?sslmode=disable"  # Spin would refuse the self-signed certificate
         run([host_binary, "-f", os.path.join(ROOT, "spin.toml"), "migrate", "--database-url", self.url])
         redis.cli("FLUSHALL")
         self.redis = redis

@@ -904,6 +904,19 @@ async fn until_resolved(app: &TestApp, within: Duration) {
     }
 }
 
+/// The recovery component's own line (`recovery at <time>: Summary {…}`),
+/// which only the cron trigger's call writes: nothing else resolved it.
+fn assert_ran_by_cron(app: &TestApp, summary: &str) {
+    let logs: Vec<String> = app.hosts.iter().map(|h| h.logs()).collect();
+    assert!(
+        logs.iter().any(|log| log
+            .lines()
+            .any(|l| l.contains("recovery at ") && l.contains(summary))),
+        "no cron run of the recovery component with {summary:?} in the logs:\n{}",
+        logs.join("\n")
+    );
+}
+
 /// SPEC 4-5 and 5-1 with a real store fault: the test holds the buyer's
 /// wallet row and then asks for the order's row, so Postgres finds a deadlock
 /// and aborts the order's debit (`40P01`). The order is put on hold (`202`),
@@ -977,6 +990,7 @@ async fn a_deadlocked_order_is_held_and_the_cron_trigger_resolves_it(runtime: Ru
 
     // The next minute's cron run rolls it back: not debited.
     until_resolved(&app, Duration::from_secs(75)).await;
+    assert_ran_by_cron(&app, "rolled_back: 1");
     assert_eq!(
         get(&app, &location, Some(buyer)).await.body["status"],
         "CANCELLED"
@@ -1038,6 +1052,7 @@ async fn a_killed_instance_mid_storm_is_recovered_by_the_cron_trigger(runtime: R
     );
 
     until_resolved(&app, Duration::from_secs(90)).await;
+    assert_ran_by_cron(&app, "examined: ");
     for (status, body) in &answered {
         let id = body["orderId"].as_i64().unwrap();
         let now: String = db

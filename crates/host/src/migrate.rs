@@ -6,10 +6,9 @@ use std::path::Path;
 
 /// Apply every pending migration in `dir` to the database at `url`.
 pub async fn migrate(url: &str, dir: &Path, demo_data: Option<&Path>) -> Result<()> {
-    let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let (mut client, driver) = connect(url)
         .await
         .with_context(|| format!("cannot connect to {}", redact(url)))?;
-    let driver = tokio::spawn(connection);
     let migrations = refinery::load_sql_migrations(dir)
         .with_context(|| format!("cannot read migrations from {}", dir.display()))?;
     let report = refinery::Runner::new(&migrations)
@@ -27,6 +26,25 @@ pub async fn migrate(url: &str, dir: &Path, demo_data: Option<&Path>) -> Result<
     drop(client);
     let _ = driver.await;
     Ok(())
+}
+
+/// Connect as the components do (see [`crate::pg`]): in clear only with
+/// `sslmode=disable`, otherwise TLS with the certificate verified, so the
+/// app's own `pg_url` migrates the database the app will use.
+async fn connect(
+    url: &str,
+) -> Result<(
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+)> {
+    let config: tokio_postgres::Config = url.parse()?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        return Ok((client, tokio::spawn(connection)));
+    }
+    let tls = postgres_native_tls::MakeTlsConnector::new(native_tls::TlsConnector::new()?);
+    let (client, connection) = config.connect(tls).await?;
+    Ok((client, tokio::spawn(connection)))
 }
 
 /// A connection URL without its password, for messages.

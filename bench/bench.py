@@ -203,10 +203,23 @@ def spread(values):
 # ----------------------------------------------------------------- raw limits
 
 def source_constant(path, name):
-    """A Lua or SQL constant exactly as the components use it."""
+    """A Lua or SQL constant exactly as the components send it: a `&str`
+    as written, an `edge::pg::Query` in the always-a-row shape `Query::sql`
+    gives it (keep the two in step)."""
     text = open(os.path.join(ROOT, path)).read()
-    match = re.search(rf'const {name}: &str = r?"(.*?)";', text, re.S)
-    return match.group(1)
+    plain = re.search(rf'const {name}: &str = r?"(.*?)";', text, re.S)
+    if plain:
+        return plain.group(1)
+    with_items = re.search(rf'const {name}: Query = Query::with\(\s*"(.*?)",\s*"(.*?)",?\s*\);', text, re.S)
+    if with_items:
+        ctes, rows = with_items.group(1), with_items.group(2)
+    else:
+        ctes, rows = "", re.search(rf'const {name}: Query =\s*Query::new\(\s*"(.*?)",?\s*\);', text, re.S).group(1)
+    separator = "," if ctes.strip() else ""
+    return (f"WITH {ctes}{separator} edge_result AS MATERIALIZED ({rows}) "
+            "SELECT edge_page.* FROM (VALUES (1)) AS edge_always(one) "
+            "LEFT JOIN (SELECT row_number() OVER () AS edge_row, edge_result.* FROM edge_result) "
+            "AS edge_page ON true ORDER BY edge_page.edge_row")
 
 
 def raw_evalsha(redis, connections, requests):

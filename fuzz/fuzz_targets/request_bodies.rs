@@ -1,5 +1,6 @@
 //! Request bodies into domain values, through the very types the components
-//! parse (`edge::bodies`): any bytes give a value or a 4xx rejection.
+//! parse (`edge::bodies`): any bytes give a value or a 4xx rejection, and a
+//! body is accepted only if it is a JSON object whose lines are objects too.
 #![no_main]
 
 use commerce::order::{price, PricingError};
@@ -18,17 +19,31 @@ fn check<T>(outcome: Result<T, Problem>) -> Option<T> {
     outcome.map_err(client_error).ok()
 }
 
+/// The oracle of "a body is a JSON object": `data` was accepted as a body.
+fn accepted_as_object(data: &[u8]) {
+    let value: serde_json::Value = serde_json::from_slice(data).expect("an accepted body is JSON");
+    assert!(value.is_object(), "accepted a body that is not an object: {value}");
+}
+
 fuzz_target!(|data: &[u8]| {
     if let Some(body) = check(parse_json::<ChargeBody>(data)) {
+        accepted_as_object(data);
         check(body.amount().map_err(Problem::from));
     }
     if let Some(body) = check(parse_json::<CreateProductBody>(data)) {
+        accepted_as_object(data);
         check(body.into_new_product().map_err(Problem::from));
     }
     if let Some(body) = check(parse_json::<CreateCouponBody>(data)) {
+        accepted_as_object(data);
         check(body.new_coupon().map_err(Problem::from));
     }
     if let Some(body) = check(parse_json::<OrderBody>(data)) {
+        accepted_as_object(data);
+        let value: serde_json::Value = serde_json::from_slice(data).unwrap();
+        for line in value["items"].as_array().expect("items is an array") {
+            assert!(line.is_object(), "accepted an order line that is not an object: {line}");
+        }
         if let Some(request) = check(body.into_order_request().map_err(Problem::from)) {
             // Price every line at each product's id: large ids probe overflow.
             let prices = request.lines.iter().map(|l| (l.product_id, l.product_id)).collect();

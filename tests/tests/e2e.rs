@@ -61,6 +61,7 @@ macro_rules! e2e {
 e2e! {
     http: [
         health_auth_and_routing,
+        bodies_are_json_objects_declared_as_json,
         tls_to_postgres_follows_sslmode,
         products,
         wallet_charges,
@@ -316,6 +317,147 @@ async fn health_auth_and_routing(runtime: Runtime) {
     let document = get(&app, "/api/v1/openapi.json", None).await;
     assert_eq!(document.status, 200);
     assert!(document.body["openapi"].as_str().unwrap().starts_with("3.1"));
+}
+
+/// Every route that takes a body: a JSON array (which serde would read as the
+/// fields in order), a scalar, `null`, or an order line that is an array is
+/// `400` naming the problem, and a body not declared `application/json` is
+/// `415` — with no effect: nothing charged, made or ordered, and the key not
+/// taken (the same key then makes the real request, not a replay).
+async fn bodies_are_json_objects_declared_as_json(runtime: Runtime) {
+    let app = start(&runtime, 1, &[]).await;
+    let product = new_product(&app, 1_000, 10).await;
+    fund(&app, 71, 50_000).await;
+    let send = |path: &'static str,
+                user: Option<String>,
+                key: Option<&'static str>,
+                content_type: Option<&'static str>,
+                body: String| {
+        let app = &app;
+        async move {
+            let mut headers = Vec::new();
+            if let Some(key) = key {
+                headers.push(("idempotency-key", key));
+            }
+            if let Some(content_type) = content_type {
+                headers.push(("content-type", content_type));
+            }
+            app.request(
+                Method::POST,
+                path,
+                user.as_deref(),
+                &headers,
+                Some(body.into_bytes()),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let routes: [(&str, Option<String>, Option<&str>, Value); 4] = [
+        (
+            "/api/v1/wallet/charges",
+            Some(token(71, None)),
+            Some("shape-1"),
+            json!({"amount": 5000}),
+        ),
+        (
+            "/api/v1/orders",
+            Some(token(71, None)),
+            Some("shape-2"),
+            json!({"items": [line(product, 1)]}),
+        ),
+        (
+            "/api/v1/admin/products",
+            Some(admin()),
+            None,
+            json!({"name": "Mug", "price": 1000, "stock": 1}),
+        ),
+        (
+            "/api/v1/admin/coupons",
+            Some(admin()),
+            None,
+            coupon_body(5, json!({})),
+        ),
+    ];
+    for (path, user, key, valid) in &routes {
+        let fields: Vec<Value> = valid.as_object().unwrap().values().cloned().collect();
+        for (body, detail) in [
+            (
+                Value::Array(fields).to_string(),
+                "body: invalid type: sequence, expected a JSON object",
+            ),
+            (
+                "5000".to_owned(),
+                "body: invalid type: integer `5000`, expected a JSON object",
+            ),
+            (
+                "null".to_owned(),
+                "body: invalid type: null, expected a JSON object",
+            ),
+        ] {
+            let reply = send(path, user.clone(), *key, Some("application/json"), body.clone()).await;
+            reply.assert_problem(400, "INVALID_REQUEST");
+            assert_eq!(reply.body["detail"], detail, "{path} {body}");
+        }
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+        ] {
+            let reply = send(path, user.clone(), *key, content_type, valid.to_string()).await;
+            reply.assert_problem(415, "UNSUPPORTED_MEDIA_TYPE");
+        }
+    }
+    let line_as_array = send(
+        "/api/v1/orders",
+        Some(token(71, None)),
+        Some("shape-2"),
+        Some("application/json"),
+        json!({"items": [[product, 1]]}).to_string(),
+    )
+    .await;
+    line_as_array.assert_problem(400, "INVALID_REQUEST");
+    assert_eq!(
+        line_as_array.body["detail"],
+        "items[0]: invalid type: sequence, expected a JSON object"
+    );
+
+    // Nothing happened, and the keys are still free.
+    assert_eq!(
+        get(&app, "/api/v1/wallet", Some(71)).await.body["balance"],
+        50_000
+    );
+    assert_eq!(
+        get(&app, "/api/v1/orders", Some(71)).await.body["items"],
+        json!([])
+    );
+    assert_eq!(
+        get(&app, "/api/v1/products", None).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    get(&app, "/api/v1/coupons/1", None)
+        .await
+        .assert_problem(404, "COUPON_NOT_FOUND");
+    for (path, user, key, valid) in &routes {
+        let reply = send(
+            path,
+            user.clone(),
+            *key,
+            Some("application/json; charset=utf-8"),
+            valid.to_string(),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{path}: {}", reply.text);
+        assert_eq!(
+            reply.header("idempotent-replayed"),
+            None,
+            "{path}: a first request, not a replay"
+        );
+    }
+    check_invariants(&app).await;
 }
 
 /// Spin tries TLS unless the URL says `sslmode=disable`, and verifies the

@@ -122,6 +122,18 @@ async fn real_responses_match_the_served_openapi_document() {
             &charge(key.to_owned(), body).await,
         );
     }
+    let not_json = app
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/wallet/charges",
+            Some(&user),
+            &[("idempotency-key", "c4"), ("content-type", "text/plain")],
+            Some(br#"{"amount": 1000}"#.to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(not_json.status, 415);
+    check("POST", "/api/v1/wallet/charges", &not_json);
     for i in 0..10 {
         charge(format!("fill-{i}"), json!({"amount": 1_000_000})).await;
     }

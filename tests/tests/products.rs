@@ -185,7 +185,7 @@ async fn admin_create_needs_an_admin_token_and_valid_input() {
             reqwest::Method::POST,
             "/api/v1/admin/products",
             Some(&admin),
-            &[],
+            &[("content-type", "application/json")],
             Some(b"{not json".to_vec()),
         )
         .await

@@ -57,6 +57,7 @@ error_codes! {
     NotFound => ("NOT_FOUND", 404, "No such resource"),
     MethodNotAllowed => ("METHOD_NOT_ALLOWED", 405, "Method not allowed on this resource"),
     PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413, "The request body is too large"),
+    UnsupportedMediaType => ("UNSUPPORTED_MEDIA_TYPE", 415, "The request body must be declared as JSON"),
     HeadersTooLarge => ("HEADERS_TOO_LARGE", 431, "The request headers are too large"),
     ServiceUnavailable => ("SERVICE_UNAVAILABLE", 503, "The service is temporarily unavailable"),
     // Idempotency.

@@ -1,5 +1,6 @@
 //! Untrusted input into typed values. Every failure is `400 INVALID_REQUEST`
-//! whose detail names the offending field.
+//! whose detail names the offending field (or `413`/`415` for a body too large
+//! or not declared as JSON).
 
 use crate::Problem;
 use commerce::page::{Cursor, Limit, DEFAULT_LIMIT, MAX_LIMIT};
@@ -9,10 +10,38 @@ use spin_sdk::http::Request;
 /// The largest request body any route accepts (an order of 50 lines is ~3 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Parse a JSON body into `T`. Request types use `#[serde(deny_unknown_fields)]`
-/// so a misspelt field is an error instead of a silently ignored value.
+/// Parse a JSON body into `T`. The request must say it is JSON
+/// ([`check_json_content_type`]); body types (`edge::bodies`) take a JSON
+/// object only and refuse unknown members.
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
+    check_json_content_type(req.header("content-type").and_then(|v| v.as_str()))?;
     parse_json(req.body())
+}
+
+/// A body must be declared `application/json` (parameters allowed; a
+/// `charset` must be UTF-8, JSON's only encoding). Anything else, or no
+/// `Content-Type` at all, is `415`: a payment API does not guess what a body
+/// is, and a browser can send `text/plain` across origins without asking.
+pub fn check_json_content_type(content_type: Option<&str>) -> Result<(), Problem> {
+    let unsupported = |detail: String| Err(Problem::new(commerce::ErrorCode::UnsupportedMediaType, detail));
+    let Some(content_type) = content_type else {
+        return unsupported("a body needs Content-Type: application/json".into());
+    };
+    let mut parts = content_type.split(';');
+    let media_type = parts.next().unwrap_or_default().trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return unsupported(format!(
+            "Content-Type {media_type:?} is not supported; send application/json"
+        ));
+    }
+    for parameter in parts {
+        let (name, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+        let value = value.trim().trim_matches('"');
+        if name.trim().eq_ignore_ascii_case("charset") && !value.eq_ignore_ascii_case("utf-8") {
+            return unsupported(format!("charset {value:?} is not supported; JSON is UTF-8"));
+        }
+    }
+    Ok(())
 }
 
 /// The pure part of [`json_body`], testable natively.
@@ -103,6 +132,34 @@ mod tests {
         assert!(detail_of("").starts_with("body:"));
         assert!(detail_of("[").starts_with("body:"));
         assert!(!detail_of(r#"{"amount": 1.5}"#).contains("line"));
+    }
+
+    #[test]
+    fn only_a_body_declared_as_json_is_read() {
+        for accepted in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            "application/json; version=1",
+        ] {
+            assert!(check_json_content_type(Some(accepted)).is_ok(), "{accepted}");
+        }
+        for refused in [
+            None,
+            Some(""),
+            Some("text/plain"),
+            Some("text/plain; charset=utf-8"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/merge-patch+json"),
+            Some("application/jsonx"),
+            Some("application/json; charset=latin-1"),
+        ] {
+            let problem = check_json_content_type(refused).expect_err(&format!("{refused:?}"));
+            assert_eq!(problem.code, ErrorCode::UnsupportedMediaType, "{refused:?}");
+            assert_eq!(problem.code.status(), 415);
+        }
     }
 
     #[test]

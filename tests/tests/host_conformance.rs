@@ -239,6 +239,13 @@ async fn outbound_hosts_not_allowed_fail_like_spin(on: On) {
         .contains("Outbound network destination not allowed"));
 }
 
+async fn outbound_http_to_a_host_not_allowed_is_denied(on: On) {
+    let probe = Probe::start(&on, &[]).await;
+    let body = probe.get("/http/out").await.body;
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("HttpRequestDenied"), "{body}");
+}
+
 async fn postgres_values_round_trip_with_spin_conversions(on: On) {
     let probe = Probe::start(&on, &[]).await;
     let reply = probe.get("/pg/roundtrip").await;

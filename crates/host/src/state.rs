@@ -4,10 +4,13 @@
 use crate::outbound::AllowedHosts;
 use crate::pg::PgPools;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 /// Everything about one component that outlives a single instance.
 #[derive(Debug)]
@@ -42,6 +45,7 @@ pub struct InstanceState {
     pub table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    outbound_http: NoOutboundHttp,
 }
 
 impl InstanceState {
@@ -57,6 +61,7 @@ impl InstanceState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
+            outbound_http: NoOutboundHttp,
         }
     }
 }
@@ -75,7 +80,33 @@ impl WasiHttpView for InstanceState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.outbound_http,
         }
+    }
+}
+
+/// Outbound `wasi:http` requests are refused with `HTTP-request-denied`:
+/// none of the manifests this host runs allows an `http(s)://` host, and
+/// Spin refuses a request to a host its component does not list (so does
+/// this host, for every host; it has no HTTP client at all).
+struct NoOutboundHttp;
+
+/// What `send_request` hands back: the response, and a future for the I/O.
+type HttpError = wasmtime_wasi_http::Error;
+type IoDone = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+type Sent = Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoDone), HttpError>> + Send>;
+
+impl WasiHttpHooks for NoOutboundHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: IoDone,
+    ) -> Sent {
+        tracing::warn!(
+            "Outbound network destination not allowed: {} (this host makes no outbound HTTP requests)",
+            request.uri()
+        );
+        Box::new(async { Err(HttpError::HttpRequestDenied) })
     }
 }

@@ -12,9 +12,10 @@ use spin_sdk::redis::{self, RedisParameter};
 use spin_sdk::variables;
 
 #[http_component]
-fn handle(req: Request) -> Response {
+async fn handle(req: Request) -> Response {
     let path = req.path().to_owned();
     let body = match path.as_str() {
+        "/http/out" => http_out().await,
         "/pg/roundtrip" => pg_roundtrip(),
         "/pg/timestamptz" => pg_timestamptz(),
         "/pg/unique" => pg_unique(),
@@ -129,6 +130,12 @@ fn pg_empty() -> Value {
         Ok(rows) => json!({ "ok": debug_rows(&rows) }),
         Err(e) => json!({ "error": format!("{e:?}") }),
     }
+}
+
+/// An outbound HTTP request to a host the manifest does not allow.
+async fn http_out() -> Value {
+    let sent: Result<Response, _> = spin_sdk::http::send(Request::get("http://127.0.0.1:9/")).await;
+    json!({ "error": sent.err().map(|e| format!("{e:?}")) })
 }
 
 /// Open `url` and run one statement: how the host negotiates TLS.

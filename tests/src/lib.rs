@@ -202,16 +202,18 @@ impl Host {
             std::process::id(),
             HOST_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let child = Command::new(host_binary())
+        let mut command = Command::new(host_binary());
+        // Small pools unless a test asks for Spin's 64: tests run in parallel
+        // against one Postgres (max_connections 100).
+        command.env("EDGE_HOST_PG_POOL_SIZE", "8");
+        let child = command
             .args(["-f", &manifest.to_string_lossy(), "up", "--listen", "127.0.0.1:0"])
             .args(args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "EDGE_HOST_LOG",
                 std::env::var("EDGE_HOST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            // Small pools: tests run in parallel against one Postgres (max_connections 100).
-            .env("EDGE_HOST_PG_POOL_SIZE", "8")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
@@ -388,6 +390,9 @@ pub struct Options<'a> {
     pub recovery_schedule: Option<&'a str>,
     /// Serve the app with real Spin instead of `edge-host`.
     pub spin: Option<spin::SpinInstall>,
+    /// Reach the database through a pooler on this loopback port (the
+    /// database itself is made and migrated directly on `pg_server`).
+    pub pooler_port: Option<u16>,
 }
 
 /// Race-window runs: `EDGE_HOST_STORE_DELAY_MS` (inherited by every host)
@@ -478,8 +483,16 @@ impl TestApp {
             .next()
             .unwrap_or_default()
             .to_owned();
+        let pg_url = match options.pooler_port {
+            Some(port) => format!("postgres://postgres@127.0.0.1:{port}/{}?sslmode=disable", db.name),
+            None => db.url.clone(),
+        };
+        let pg_host = match options.pooler_port {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => pg_host,
+        };
         let mut env = vec![
-            ("SPIN_VARIABLE_PG_URL".to_owned(), db.url.clone()),
+            ("SPIN_VARIABLE_PG_URL".to_owned(), pg_url),
             ("SPIN_VARIABLE_PG_HOST".to_owned(), pg_host),
             ("SPIN_VARIABLE_REDIS_URL".to_owned(), redis_url.clone()),
             ("SPIN_VARIABLE_REDIS_HOST".to_owned(), redis_host),
@@ -527,7 +540,14 @@ impl TestApp {
 
     /// Start one more instance of the app (e.g. to replace a killed one).
     pub fn add_instance(&mut self) -> Result<()> {
-        let host = match &self.spin {
+        let spin = self.spin.clone();
+        self.add_instance_on(spin.as_ref())
+    }
+
+    /// Start one more instance on real Spin (`Some`) or on the host (`None`),
+    /// sharing this app's stores: apps served by both at once.
+    pub fn add_instance_on(&mut self, spin: Option<&spin::SpinInstall>) -> Result<()> {
+        let host = match spin {
             // A Spin without the cron plugin runs the HTTP components only.
             Some(spin) if !spin.version.has_cron() => {
                 let components = spin::http_components(&self.manifest);

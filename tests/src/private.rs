@@ -222,3 +222,98 @@ impl Drop for PrivateRedis {
         self.crash();
     }
 }
+
+/// PgBouncer 1.25 (from `../shared/pgbouncer`) in transaction mode in front
+/// of the Postgres at `target_port`, on a free port: the pooler of the
+/// scale-out tests. `None` (after one line) where the binary is not at hand,
+/// unless `EDGE_TEST_REQUIRE_PGBOUNCER=1` (CI), where that is a failure.
+pub struct PrivatePgBouncer {
+    child: Child,
+    dir: tempdir::Dir,
+    pub port: u16,
+}
+
+impl PrivatePgBouncer {
+    /// At most `pool_size` server connections per (database, user).
+    pub fn start(target_port: u16, pool_size: u32) -> Result<Option<PrivatePgBouncer>> {
+        let binary = std::env::var_os("EDGE_TEST_PGBOUNCER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::workspace_dir().join("../shared/pgbouncer/pgbouncer"));
+        if !binary.exists() {
+            if std::env::var("EDGE_TEST_REQUIRE_PGBOUNCER").is_ok_and(|v| v == "1") {
+                bail!(
+                    "PgBouncer is required (EDGE_TEST_REQUIRE_PGBOUNCER=1): {} is missing",
+                    binary.display()
+                );
+            }
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping the pooler tests: no {}",
+                binary.display()
+            );
+            return Ok(None);
+        }
+        let path = std::env::temp_dir().join(format!("edge-pgbouncer-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path)?;
+        let dir = tempdir::Dir(path.clone());
+        let port = free_port();
+        // Transaction mode with prepared statements tracked (Spin's driver
+        // and tokio-postgres prepare named statements): PgBouncer ≥ 1.21.
+        let config = format!(
+            "[databases]\n* = host=127.0.0.1 port={target_port}\n\n[pgbouncer]\n\
+             listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = trust\nauth_file = {dir}/users.txt\n\
+             pool_mode = transaction\nmax_prepared_statements = 200\n\
+             default_pool_size = {pool_size}\nmax_db_connections = {pool_size}\n\
+             max_client_conn = 5000\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+            dir = path.display()
+        );
+        std::fs::write(path.join("pgbouncer.ini"), config)?;
+        std::fs::write(path.join("users.txt"), "\"postgres\" \"\"\n")?;
+        if is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres:", &path.to_string_lossy()])
+                .status()?;
+        }
+        let mut command = Command::new(&binary);
+        if is_root() {
+            // It refuses to run as root.
+            command.args(["-u", "postgres"]);
+        }
+        let child = command
+            .arg(path.join("pgbouncer.ini"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        let bouncer = PrivatePgBouncer { child, dir, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("PgBouncer did not listen on {port}: {}", bouncer.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Some(bouncer))
+    }
+
+    /// A URL of database `name` through the pooler (no TLS on loopback).
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{name}?sslmode=disable",
+            self.port
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrivatePgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -23,7 +23,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = "bench-secret-0123456789"
@@ -73,8 +76,90 @@ def tokens_file(users, extra=None):
 
 # ----------------------------------------------------------------- stores
 
-def psql(db, sql):
-    return run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", f"{PG_SERVER}/{db}", "-c", sql]).strip()
+def psql(db, sql, server=PG_SERVER):
+    return run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", f"{server}/{db}", "-c", sql]).strip()
+
+
+def as_postgres_user(cmd):
+    """Postgres' server tools and PgBouncer refuse to run as root."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def give_to_postgres(path):
+    if os.geteuid() == 0:
+        run(["chown", "-R", "postgres:", path])
+
+
+class PrivatePostgres:
+    """A throw-away cluster with a given max_connections (the scale-out runs)."""
+
+    def __init__(self, max_connections):
+        self.dir = tempfile.mkdtemp(prefix="bench-pg-")
+        give_to_postgres(self.dir)
+        bin_dir = sorted(f"/usr/lib/postgresql/{v}/bin" for v in os.listdir("/usr/lib/postgresql"))[-1]
+        self.pg_ctl = os.path.join(bin_dir, "pg_ctl")
+        run(as_postgres_user([os.path.join(bin_dir, "initdb"), "-D", self.dir, "-U", "postgres", "--auth=trust"]))
+        self.port = free_port()
+        run(as_postgres_user([self.pg_ctl, "-D", self.dir, "-l", os.path.join(self.dir, "server.log"), "-w", "-o",
+                              f"-c listen_addresses=127.0.0.1 -p {self.port} -k /tmp "
+                              f"-c max_connections={max_connections}", "start"]))
+        self.server = f"postgres://postgres@127.0.0.1:{self.port}"
+
+    def stop(self):
+        subprocess.run(as_postgres_user([self.pg_ctl, "-D", self.dir, "-m", "immediate", "-w", "stop"]),
+                       capture_output=True)
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+# The role the app logs in as (see App).
+APP_ROLE = "bench_app"
+PGBOUNCER = os.path.join(ROOT, "../shared/pgbouncer/pgbouncer")
+# Server connections PgBouncer keeps to the database in the scale-out runs.
+POOLER_POOL = 40
+
+
+class PgBouncer:
+    """PgBouncer in transaction mode (prepared statements tracked) before `postgres`."""
+
+    def __init__(self, postgres, pool_size):
+        self.dir = tempfile.mkdtemp(prefix="bench-pgbouncer-")
+        self.port = free_port()
+        with open(os.path.join(self.dir, "pgbouncer.ini"), "w") as handle:
+            handle.write(f"[databases]\n* = host=127.0.0.1 port={postgres.port}\n\n[pgbouncer]\n"
+                         f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+                         f"auth_type = trust\nauth_file = {self.dir}/users.txt\npool_mode = transaction\n"
+                         f"max_prepared_statements = 200\ndefault_pool_size = {pool_size}\n"
+                         f"max_db_connections = {pool_size}\nmax_client_conn = 5000\n"
+                         f"logfile = {self.dir}/pgbouncer.log\n")
+        with open(os.path.join(self.dir, "users.txt"), "w") as handle:
+            handle.write(f'"postgres" ""\n"{APP_ROLE}" ""\n')
+        give_to_postgres(self.dir)
+        cmd = [PGBOUNCER, *(["-u", "postgres"] if os.geteuid() == 0 else []), os.path.join(self.dir, "pgbouncer.ini")]
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("pgbouncer did not start")
+
+    def url(self, db):
+        return f"postgres://{APP_ROLE}@127.0.0.1:{self.port}/{db}?sslmode=disable"
+
+    def stop(self):
+        self.process.kill()
+        self.process.wait()
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+def spin_install():
+    """Real Spin 4.0.2 from ../shared/spin, unpacked under target/ (None if absent)."""
+    install = os.path.join(ROOT, "../shared/spin/install")
+    if not os.path.exists(install):
+        return None
+    dest = os.path.join(ROOT, "target/spin")
+    run([install, dest])
+    return {"bin": os.path.join(dest, "bin/spin"), "data": os.path.join(dest, "data")}
 
 
 class Redis:
@@ -105,33 +190,74 @@ class Redis:
 
 
 class App:
-    """A fresh database and N host instances of spin.toml on it."""
+    """A fresh database and N host instances of spin.toml on it (and, for the
+    scale-out runs, real Spin instances too, and a pooler between them and it)."""
 
-    def __init__(self, host_binary, redis, instances, tag):
+    def __init__(self, host_binary, redis, instances, tag, server=PG_SERVER, pooler=None, spin=None,
+                 spin_instances=0, pool=None):
+        self.server = server
         self.db = f"bench_{tag}_{os.getpid()}_{int(time.time() * 1000)}"
-        run(["psql", "-X", "-q", f"{PG_SERVER}/postgres", "-c", f"CREATE DATABASE {self.db}"])
-        self.url = f"{PG_SERVER}/{self.db}?sslmode=disable"  # Spin would refuse the self-signed certificate
+        # The app logs in as a role of its own, not a superuser (as in production),
+        # so Postgres' reserved connections stay free for the driver's checks even
+        # when the app has taken every other one.
+        psql("postgres", f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') "
+                         f"THEN CREATE ROLE {APP_ROLE} LOGIN; END IF; END $$", server)
+        psql("postgres", f"CREATE DATABASE {self.db} OWNER {APP_ROLE}", server)
+        app_server = server.replace("postgres@", f"{APP_ROLE}@", 1)
+        self.url = f"{app_server}/{self.db}?sslmode=disable"  # Spin would refuse the self-signed certificate
         run([host_binary, "-f", os.path.join(ROOT, "spin.toml"), "migrate", "--database-url", self.url])
         redis.cli("FLUSHALL")
         self.redis = redis
-        pool = max(8, 40 // instances)
-        env = dict(os.environ, SPIN_VARIABLE_PG_URL=self.url, SPIN_VARIABLE_REDIS_URL=redis.url(),
-                   SPIN_VARIABLE_REDIS_HOST=f"127.0.0.1:{redis.port}", SPIN_VARIABLE_JWT_SECRET=SECRET,
-                   EDGE_HOST_LOG="error")
+        pool = pool or max(8, 40 // instances)
+        app_url = pooler.url(self.db) if pooler else self.url
+        env = dict(os.environ, SPIN_VARIABLE_PG_URL=app_url, SPIN_VARIABLE_PG_HOST=app_url.split("@")[1].split("/")[0],
+                   SPIN_VARIABLE_REDIS_URL=redis.url(), SPIN_VARIABLE_REDIS_HOST=f"127.0.0.1:{redis.port}",
+                   SPIN_VARIABLE_JWT_SECRET=SECRET, EDGE_HOST_LOG="error")
         self.hosts = [Host(host_binary, os.path.join(ROOT, "spin.toml"), env, ["--no-cron", f"--pg-pool-size={pool}"])
                       for _ in range(instances)]
+        self.hosts += [SpinHost(spin, os.path.join(ROOT, "spin.toml"), env) for _ in range(spin_instances)]
 
     def sql(self, statement):
-        return psql(self.db, statement)
+        try:
+            return psql(self.db, statement, self.server)
+        except subprocess.CalledProcessError as error:
+            if "too many clients" not in (error.stderr or ""):
+                raise
+            # A run without a pooler can leave no connection for the checks:
+            # stop the instances (their pools close) and ask again.
+            self.stop_instances()
+            return psql(self.db, statement, self.server)
+
+    def drain(self, max_seconds=30):
+        """Wait until no statement of the app runs: wrk gives up on the requests
+        still in flight when it stops, but the instances finish them, and
+        killing an instance in the middle of one is a fault test, not a benchmark."""
+        deadline = time.time() + max_seconds
+        quiet_since = None
+        while time.time() < deadline:
+            busy = int(psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                            f"'{self.db}' AND state <> 'idle' AND pid <> pg_backend_pid()", self.server))
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.time()
+            elif time.time() - quiet_since > 1:
+                return
+            time.sleep(0.1)
+        log(f"instances still busy after {max_seconds} s; stopping them anyway")
+
+    def stop_instances(self):
+        for host in self.hosts:
+            host.stop()
+        self.hosts = []
 
     def check_invariants(self, checker):
         result = subprocess.run([checker, self.url, self.redis.url()], text=True, capture_output=True)
         return result.returncode == 0, result.stdout.strip().splitlines()[:5]
 
     def close(self):
-        for host in self.hosts:
-            host.stop()
-        run(["psql", "-X", "-q", f"{PG_SERVER}/postgres", "-c", f"DROP DATABASE {self.db} WITH (FORCE)"])
+        self.stop_instances()
+        run(["psql", "-X", "-q", f"{self.server}/postgres", "-c", f"DROP DATABASE {self.db} WITH (FORCE)"])
 
 
 class Host:
@@ -146,6 +272,32 @@ class Host:
     def stop(self):
         self.process.terminate()
         self.process.wait()
+
+
+class SpinHost:
+    """A real `spin up` of the manifest (its own process group: Spin runs each
+    trigger as a child process)."""
+
+    def __init__(self, spin, manifest, env):
+        port = free_port()
+        self.logs = tempfile.mkdtemp(prefix="bench-spin-logs-")
+        self.process = subprocess.Popen(
+            [spin["bin"], "up", "-f", manifest, "--listen", f"127.0.0.1:{port}", "--log-dir", self.logs],
+            env=dict(env, SPIN_DATA_DIR=spin["data"]), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, start_new_session=True)
+        for line in self.process.stdout:
+            if line.startswith("Serving "):
+                self.url = line.split()[1]
+                break
+        else:
+            raise RuntimeError("spin up did not start")
+        # Keep reading what it prints, so it never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in self.process.stdout], daemon=True).start()
+
+    def stop(self):
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        subprocess.run(["rm", "-rf", self.logs])
 
 
 # ----------------------------------------------------------------- measuring
@@ -282,7 +434,7 @@ def seed_orders(app, products, users, coupons, stock):
             for line in app.sql("SELECT user_id, id FROM user_coupons").splitlines() if line}
 
 
-def workload_coupon(app, scale, quantity):
+def workload_coupon(app, scale, quantity, connections=None):
     admin = token(1, "admin")
     body = json.dumps({"name": "storm", "discountType": "FIXED", "discountValue": 1000, "totalQuantity": quantity,
                        "issueStartsAt": "2020-01-01T00:00:00Z", "issueEndsAt": "2099-01-01T00:00:00Z",
@@ -294,20 +446,20 @@ def workload_coupon(app, scale, quantity):
     n = len(app.hosts)
     tokens = [tokens_file(range(1000 + i, 1000 + total, n)) for i in range(n)]
     result = wrk([h.url for h in app.hosts], "coupon.lua", lambda i: [tokens[i], total // (2 * n), coupon],
-                 connections=scale["connections"])
+                 connections=connections or scale["connections"])
     issued = int(app.sql(f"SELECT count(*) FROM user_coupons WHERE coupon_id = {coupon}"))
     result["check"] = {"issued": issued, "expected_issued": min(quantity, result["requests"])}
     result["ok_extra"] = quantity > total or issued == quantity
     return result
 
 
-def workload_orders(app, scale, products, hot=False):
+def workload_orders(app, scale, products, connections=None, hot=False):
     coupons = seed_orders(app, products=products, users=1000, coupons=200, stock=1_000_000)
     n = len(app.hosts)
     tokens = [tokens_file(range(1 + i, 1001, n), extra=lambda u: coupons.get(u, "")) for i in range(n)]
     total = scale["order_requests"]
     return wrk([h.url for h in app.hosts], "order.lua", lambda i: [tokens[i], total // (2 * n), 1 if hot else products],
-               connections=scale["connections"])
+               connections=connections or scale["connections"])
 
 
 def workload_charges(app, scale):
@@ -325,6 +477,126 @@ def workload_reads(app, scale):
     n = len(app.hosts)
     return wrk([h.url for h in app.hosts], "reads.lua", lambda i: [tokens, total // (2 * n), 100],
                connections=scale["connections"])
+
+
+def scale_out(args, scale, redis, checker, runs, failures):
+    """Issue 15: four processes — two hosts and two real Spin 4.0.2, each with
+    Spin's pools of up to 64 Postgres connections per component — on one
+    Postgres with max_connections = 100, directly and through PgBouncer."""
+    if not os.path.exists(PGBOUNCER):
+        return {"skipped": f"no {os.path.relpath(PGBOUNCER, ROOT)} here"}
+    spin = spin_install()
+    section = {"spin_instances": 2 if spin else 0, "host_instances": 2 if spin else 4, "max_connections": 100,
+               "pool": POOLER_POOL, "connections": scale["scale_out_connections"], "workloads": {}}
+    workloads = {
+        "order storm (100 products)": lambda app: workload_orders(app, scale, 100, scale["scale_out_connections"]),
+        "coupon storm (1,000 coupons)": lambda app: workload_coupon(app, scale, 1000 if not args.smoke else 50,
+                                                                    scale["scale_out_connections"]),
+    }
+    if spin:
+        log("scale-out: connections per request on real Spin")
+        section["per_request"] = connections_per_request(args, redis, spin)
+    postgres = PrivatePostgres(100)
+    try:
+        for name, workload in workloads.items():
+            for via in ("direct", "pgbouncer"):
+                samples = []
+                for i in range(runs):
+                    log(f"scale-out: {name}, {via}, run {i + 1}/{runs}")
+                    bouncer = PgBouncer(postgres, POOLER_POOL) if via == "pgbouncer" else None
+                    app = App(args.host, redis, section["host_instances"], "s", server=postgres.server,
+                              pooler=bouncer, spin=spin, spin_instances=section["spin_instances"], pool=64)
+                    try:
+                        sample = workload(app)
+                        try:
+                            sample["server_connections"] = int(psql(
+                                "postgres", "SELECT count(*) - 1 FROM pg_stat_activity WHERE backend_type = 'client backend'",
+                                postgres.server))
+                        except subprocess.CalledProcessError:
+                            # Not even one more connection: the app holds all of them.
+                            sample["server_connections"] = section["max_connections"]
+                        app.drain()
+                        app.stop_instances()  # the checker needs a connection too
+                        ok, detail = app.check_invariants(checker)
+                        sample["invariants"] = "hold" if ok else detail
+                        if not ok:
+                            failures.append(f"scale-out {name} ({via}): invariants broken: {detail}")
+                        sample.pop("ok_extra", None)
+                        refused = sum(n for status, n in sample["statuses"].items() if status.startswith("5"))
+                        sample["failed"] = refused + sample["errors"]
+                        if via == "pgbouncer" and sample["failed"]:
+                            failures.append(f"scale-out {name} through PgBouncer: {sample['failed']} requests failed")
+                        samples.append(sample)
+                    finally:
+                        app.close()
+                        if bouncer:
+                            bouncer.stop()
+                section["workloads"][f"{name} | {via}"] = {
+                    "samples": samples, "rps": spread([s["rps"] for s in samples]),
+                    "p99_ms": spread([s["p99_ms"] for s in samples]),
+                    "failed": spread([s["failed"] for s in samples]),
+                    "server_connections": spread([s["server_connections"] for s in samples]),
+                }
+    finally:
+        postgres.stop()
+    return section
+
+
+def connections_per_request(args, redis, spin):
+    """For the sizing table: one real Spin 4.0.2 process, requests one at a
+    time, Redis connections opened per request (Spin opens a new one on every
+    `open`) and the Postgres connections the process keeps afterwards."""
+    app = App(args.host, redis, 0, "c", spin=spin, spin_instances=1, pool=64)
+    try:
+        seed_orders(app, products=10, users=100, coupons=0, stock=1000)
+        base = app.hosts[0].url
+        admin = token(1, "admin")
+        coupon = json.loads(http(base, "POST", "/api/v1/admin/coupons", admin, {
+            "name": "sizing", "discountType": "FIXED", "discountValue": 100, "totalQuantity": 1000,
+            "issueStartsAt": "2020-01-01T00:00:00Z", "issueEndsAt": "2099-01-01T00:00:00Z",
+            "expiresAt": "2099-06-01T00:00:00Z"}))["id"]
+        cases = {
+            "product detail (GET /products/{id})": lambda u: ("GET", "/api/v1/products/1", None),
+            "popular products (GET /products/popular)": lambda u: ("GET", "/api/v1/products/popular", None),
+            # users past the seeded 100, whose wallets are not at the balance limit
+            "charge (POST /wallet/charges)": lambda u: ("POST", "/api/v1/wallet/charges", {"amount": 1000}, 100 + u),
+            "coupon issue (POST /coupons/{id}/issue)": lambda u: ("POST", f"/api/v1/coupons/{coupon}/issue", None),
+            "order (POST /orders)": lambda u: ("POST", "/api/v1/orders",
+                                               {"items": [{"productId": 1 + u % 10, "quantity": 1}]}),
+        }
+        per_request = {}
+        requests = 20
+        for number, (name, case) in enumerate(cases.items()):
+            before = redis_connections_received(redis)
+            for user in range(1, requests + 1):
+                method, path, body, *as_user = case(user)
+                http(base, method, path, token(as_user[0] if as_user else user), body, key=f"sizing-{number}-{user}")
+            # less the one redis-cli made to ask
+            per_request[name] = (redis_connections_received(redis) - before - 1) / requests
+        held = int(app.sql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{app.db}'")) - 1
+        return {"redis_per_request": per_request, "postgres_held_after": held, "requests": requests}
+    finally:
+        app.close()
+
+
+def redis_connections_received(redis):
+    stats = redis.cli("INFO", "stats")
+    return int(re.search(r"total_connections_received:(\d+)", stats).group(1))
+
+
+def http(base, method, path, bearer, body=None, key=None):
+    headers = {"authorization": f"Bearer {bearer}"}
+    if body is not None:
+        headers["content-type"] = "application/json"
+    if key and method == "POST":
+        headers["idempotency-key"] = key
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"{method} {path}: {error.code} {error.read().decode()}") from None
 
 
 # ----------------------------------------------------------------- report
@@ -362,9 +634,10 @@ def main():
     checker = os.path.join(ROOT, "target/debug/check-invariants")
     runs = 1 if args.smoke else args.runs
     scale = {"connections": 8, "coupon_requests": 400, "order_requests": 200, "charge_requests": 200,
-             "read_requests": 300, "raw_requests": 2000, "raw_seconds": 2, "noop_seconds": 2} if args.smoke else \
+             "read_requests": 300, "raw_requests": 2000, "raw_seconds": 2, "noop_seconds": 2, "scale_out_connections": 32} if args.smoke else \
             {"connections": 64, "coupon_requests": 20000, "order_requests": 5000, "charge_requests": 5000,
-             "read_requests": 20000, "raw_requests": 20000, "raw_seconds": 10, "noop_seconds": 5}
+             "read_requests": 20000, "raw_requests": 20000, "raw_seconds": 10, "noop_seconds": 5,
+             "scale_out_connections": 256}
     redis = Redis()
     results = {"facts": facts(args.host), "smoke": args.smoke, "runs": runs, "scale": scale, "raw": {}, "workloads": {}}
     failures = []
@@ -404,6 +677,7 @@ def main():
                     app = App(args.host, redis, instances, "w")
                     try:
                         sample = workload(app)
+                        app.drain()
                         ok, detail = app.check_invariants(checker)
                         sample["invariants"] = "hold" if ok else detail
                         if not ok:
@@ -422,10 +696,22 @@ def main():
                     "p99_ms": spread([s["p99_ms"] for s in samples]),
                 }
 
+        if not args.only or args.only in "scale-out":
+            results["scale_out"] = scale_out(args, scale, redis, checker, runs, failures)
         if args.only:
+            results["failures"] = failures
+            write_report(results, suffix="-only-" + re.sub(r"[^a-z0-9]+", "-", args.only.lower()).strip("-"))
             for key, w in results["workloads"].items():
                 log(f"{key}: {w['rps']['median']:.0f} req/s, p50 {w['p50_ms']['median']:.1f} ms, "
                     f"p99 {w['p99_ms']['median']:.1f} ms, {w['samples'][-1]['statuses']}")
+            for key, w in results.get("scale_out", {}).get("workloads", {}).items():
+                log(f"scale-out {key}: {w['rps']['median']:.0f} req/s, p99 {w['p99_ms']['median']:.1f} ms, "
+                    f"{w['failed']['median']:.0f} failed, {w['server_connections']['median']:.0f} server connections, "
+                    f"{w['samples'][-1]['statuses']}")
+            if failures:
+                for failure in failures:
+                    log(f"FAILED: {failure}")
+                sys.exit(1)
             return
         log("no-op component")
         env = dict(os.environ, EDGE_HOST_LOG="error")
@@ -458,11 +744,11 @@ def ratio(value, limit):
     return f"{100 * value / limit:.0f} %" if limit else "n/a"
 
 
-def write_report(results):
+def write_report(results, suffix=""):
     directory = os.path.join(ROOT, "bench/results")
     os.makedirs(directory, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    report = f"{stamp}-smoke" if results["smoke"] else stamp
+    report = (f"{stamp}-smoke" if results["smoke"] else stamp) + suffix
     with open(os.path.join(directory, f"{report}.json"), "w") as handle:
         json.dump(results, handle, indent=2)
     f = results["facts"]
@@ -474,28 +760,59 @@ def write_report(results):
         f"- {f['rustc']}; wasmtime {f['wasmtime']}; {f['postgres']}; {f['redis']}; {f['wrk']}",
         f"- host: `{f['host_binary']}`; load generator and servers share the machine's cores",
         f"- each figure is min / median / max over {results['runs']} run(s); scale: {results['scale']}",
-        "",
-        "## Raw limits (no HTTP, no wasm)",
-        "",
-        f"- coupon `DECIDE` via `EVALSHA` (redis-benchmark, c={results['scale']['connections']}): "
-        f"{raw['evalsha_rps']['min']:.0f} / {raw['evalsha_rps']['median']:.0f} / {raw['evalsha_rps']['max']:.0f} req/s",
-        f"- order statement chain (pgbench, same SQL): "
-        f"{raw['order_chain_tps']['min']:.0f} / {raw['order_chain_tps']['median']:.0f} / {raw['order_chain_tps']['max']:.0f} orders/s",
-        "",
-        "## Workloads",
-        "",
-        "| workload | instances | req/s | p50 ms | p99 ms | share of raw limit (median) | statuses (last run) | invariants |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    if raw:
+        lines += [
+            "",
+            "## Raw limits (no HTTP, no wasm)",
+            "",
+            f"- coupon `DECIDE` via `EVALSHA` (redis-benchmark, c={results['scale']['connections']}): "
+            f"{raw['evalsha_rps']['min']:.0f} / {raw['evalsha_rps']['median']:.0f} / {raw['evalsha_rps']['max']:.0f} req/s",
+            f"- order statement chain (pgbench, same SQL): "
+            f"{raw['order_chain_tps']['min']:.0f} / {raw['order_chain_tps']['median']:.0f} / "
+            f"{raw['order_chain_tps']['max']:.0f} orders/s",
+        ]
+    if results["workloads"]:
+        lines += [
+            "",
+            "## Workloads",
+            "",
+            "| workload | instances | req/s | p50 ms | p99 ms | share of raw limit (median) | statuses (last run) | invariants |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
     for key, w in results["workloads"].items():
         name = key.split(" | ")[0]
-        limit = raw["evalsha_rps"]["median"] if name.startswith("coupon") else \
+        limit = 0 if not raw else raw["evalsha_rps"]["median"] if name.startswith("coupon") else \
             raw["order_chain_tps"]["median"] if name in ("order storm (100 products)", "hot product") else 0
         fmt = lambda s, d=0: f"{s['min']:.{d}f} / {s['median']:.{d}f} / {s['max']:.{d}f}"
         last = w["samples"][-1]
         held = all(s["invariants"] == "hold" for s in w["samples"])
         lines.append(f"| {name} | {w['instances']} | {fmt(w['rps'])} | {fmt(w['p50_ms'], 1)} | {fmt(w['p99_ms'], 1)} | "
                      f"{ratio(w['rps']['median'], limit)} | {last['statuses']} | {'hold' if held else 'BROKEN'} |")
+    section = results.get("scale_out")
+    if section and "skipped" in section:
+        lines += ["", "## Scale-out through a pooler", "", f"- skipped: {section['skipped']}"]
+    elif section:
+        lines += ["", f"## Scale-out: four processes, one Postgres with max_connections = {section['max_connections']}", "",
+                  f"{section['host_instances']} host and {section['spin_instances']} real Spin 4.0.2 processes, each with "
+                  f"Spin's pools of up to 64 connections per component, c={section['connections']} in all; "
+                  f"directly, then through PgBouncer 1.25 (transaction mode, `max_prepared_statements`, "
+                  f"pool {section['pool']}).", "",
+                  "| workload | Postgres reached | req/s | p99 ms | failed requests | server connections after | invariants |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, w in section["workloads"].items():
+            name, via = key.split(" | ")
+            held = all(s["invariants"] == "hold" for s in w["samples"])
+            fmt = lambda v, d=0: f"{v['min']:.{d}f} / {v['median']:.{d}f} / {v['max']:.{d}f}"
+            lines.append(f"| {name} | {via} | {fmt(w['rps'])} | {fmt(w['p99_ms'], 1)} | {fmt(w['failed'])} | "
+                         f"{fmt(w['server_connections'])} | {'hold' if held else 'BROKEN'} |")
+        if "per_request" in section:
+            c = section["per_request"]
+            lines += ["", f"Connections per request on one real Spin 4.0.2 process ({c['requests']} requests each, "
+                      "one at a time): Redis connections opened per request (Spin opens a new one on every `open`); "
+                      f"afterwards the process still held {c['postgres_held_after']} Postgres connections.", "",
+                      "| request | Redis connections per request |", "|---|---|"]
+            lines += [f"| {name} | {n:.1f} |" for name, n in c["redis_per_request"].items()]
     if "noop" in results:
         n = results["noop"]
         lines += ["", "## Host overhead (no-op component, concurrency 1, wrk on loopback)", "",

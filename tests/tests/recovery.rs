@@ -570,7 +570,10 @@ async fn a_killed_instance_is_recovered_by_the_other_instances_cron() {
         if open.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "still open after {patience:?}: {open:?}");
+        assert!(
+            Instant::now() < deadline,
+            "still open after {patience:?}: {open:?}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_resolved(&app).await;

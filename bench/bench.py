@@ -13,6 +13,7 @@ import base64
 import datetime
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import platform
@@ -362,14 +363,18 @@ def source_constant(path, name):
     plain = re.search(rf'const {name}: &str = r?"(.*?)";', text, re.S)
     if plain:
         return plain.group(1)
-    with_items = re.search(rf'const {name}: Query = Query::with\(\s*"(.*?)",\s*"(.*?)",?\s*\);', text, re.S)
+    no_flush = r"(\s*\.committed_without_flush\(\))?"
+    with_items = re.search(rf'const {name}: Query = Query::with\(\s*"(.*?)",\s*"(.*?)",?\s*\){no_flush};', text, re.S)
     if with_items:
-        ctes, rows = with_items.group(1), with_items.group(2)
+        ctes, rows, skip_flush = with_items.groups()
     else:
-        ctes, rows = "", re.search(rf'const {name}: Query =\s*Query::new\(\s*"(.*?)",?\s*\);', text, re.S).group(1)
+        plain_query = re.search(rf'const {name}: Query =\s*Query::new\(\s*"(.*?)",?\s*\){no_flush};', text, re.S)
+        ctes, (rows, skip_flush) = "", plain_query.groups()
     separator = "," if ctes.strip() else ""
-    return (f"WITH {ctes}{separator} edge_result AS MATERIALIZED ({rows}) "
-            "SELECT edge_page.* FROM (VALUES (1)) AS edge_always(one) "
+    setting, join = ((" edge_no_flush AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),",
+                      " CROSS JOIN edge_no_flush") if skip_flush else ("", ""))
+    return (f"WITH {ctes}{separator}{setting} edge_result AS MATERIALIZED ({rows}) "
+            f"SELECT edge_page.* FROM (VALUES (1)) AS edge_always(one){join} "
             "LEFT JOIN (SELECT row_number() OVER () AS edge_row, edge_result.* FROM edge_result) "
             "AS edge_page ON true ORDER BY edge_page.edge_row")
 
@@ -379,8 +384,10 @@ def raw_evalsha(redis, connections, requests):
     script = source_constant("components/coupon/src/allocation.rs", "DECIDE")
     sha = redis.cli("SCRIPT", "LOAD", script)
     redis.cli("SET", "coupon:{raw}:remaining", "1000000000")
+    redis.cli("SET", "coupon:{raw}:window", "0 99999999999999")
     out = run(["redis-benchmark", "-p", str(redis.port), "-c", str(connections), "-n", str(requests), "-r", "100000000",
-               "-q", "EVALSHA", sha, "2", "coupon:{raw}:remaining", "coupon:{raw}:issued", "__rand_int__"])
+               "-q", "EVALSHA", sha, "3", "coupon:{raw}:remaining", "coupon:{raw}:issued", "coupon:{raw}:window",
+               "__rand_int__"])
     return float(re.search(r"([\d.]+) requests per second", out).group(1))
 
 
@@ -599,6 +606,26 @@ def http(base, method, path, bearer, body=None, key=None):
         raise RuntimeError(f"{method} {path}: {error.code} {error.read().decode()}") from None
 
 
+def measure_noop(host_binary, spin, runtime, concurrency, seconds, runs):
+    """The no-op component alone: what a runtime costs per request."""
+    manifest = os.path.join(ROOT, "bench/noop.toml")
+    env = dict(os.environ, EDGE_HOST_LOG="error")
+    server = Host(host_binary, manifest, env, []) if runtime == "host" else SpinHost(spin, manifest, env)
+    try:
+        tokens = tokens_file([1])
+        samples = []
+        for _ in range(runs):
+            threads = min(2, concurrency)
+            out = subprocess.run(["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s",
+                                  "bench/lua/noop.lua", server.url, "--", tokens, "100000000"],
+                                 cwd=ROOT, text=True, capture_output=True).stdout
+            samples.append(json.loads(re.search(r"BENCH_JSON (\{.*\})", out).group(1)))
+        return {"p50_us": spread([n["p50_us"] for n in samples]),
+                "rps": spread([n["requests"] / (n["duration_us"] / 1e6) for n in samples])}
+    finally:
+        server.stop()
+
+
 # ----------------------------------------------------------------- report
 
 def facts(host_binary):
@@ -667,34 +694,50 @@ def main():
             "charges": lambda app: workload_charges(app, scale),
             "reads": lambda app: workload_reads(app, scale),
         }
+        spin = spin_install()
+        # Each workload on our host and, when ../shared/spin is here, on real Spin.
+        runtimes = ["host", "spin"] if spin else ["host"]
+        if not spin:
+            results["spin_missing"] = "no ../shared/spin here: the Spin column is empty"
         for name, workload in workloads.items():
             if args.only and args.only not in name:
                 continue
-            for instances in (1, 2):
+            for instances, runtime in itertools.product((1, 2), runtimes):
                 samples = []
                 for i in range(runs):
-                    log(f"{name}, {instances} instance(s), run {i + 1}/{runs}")
-                    app = App(args.host, redis, instances, "w")
+                    log(f"{name}, {instances} {runtime} instance(s), run {i + 1}/{runs}")
+                    if runtime == "host":
+                        app = App(args.host, redis, instances, "w")
+                    else:
+                        app = App(args.host, redis, 0, "w", spin=spin, spin_instances=instances, pool=64)
                     try:
                         sample = workload(app)
                         app.drain()
                         ok, detail = app.check_invariants(checker)
                         sample["invariants"] = "hold" if ok else detail
+                        where = f"{name} ({instances} {runtime})"
                         if not ok:
-                            failures.append(f"{name} ({instances}): invariants broken: {detail}")
+                            failures.append(f"{where}: invariants broken: {detail}")
                         if sample.pop("ok_extra", True) is False:
-                            failures.append(f"{name} ({instances}): {sample['check']}")
+                            failures.append(f"{where}: {sample['check']}")
                         if sample["statuses"].get("500"):
-                            failures.append(f"{name} ({instances}): {sample['statuses']['500']} answers were 500")
+                            failures.append(f"{where}: {sample['statuses']['500']} answers were 500")
                         samples.append(sample)
                     finally:
                         app.close()
-                results["workloads"][f"{name} | {instances}"] = {
-                    "instances": instances, "samples": samples,
+                results["workloads"][f"{name} | {instances} | {runtime}"] = {
+                    "instances": instances, "runtime": runtime, "samples": samples,
                     "rps": spread([s["rps"] for s in samples]),
                     "p50_ms": spread([s["p50_ms"] for s in samples]),
                     "p99_ms": spread([s["p99_ms"] for s in samples]),
                 }
+
+        if not args.only or args.only in "no-op component":
+            log("no-op component")
+            results["noop"] = {runtime: {concurrency: measure_noop(args.host, spin, runtime, concurrency,
+                                                                 scale["noop_seconds"], runs)
+                                         for concurrency in (1, scale["connections"])}
+                               for runtime in runtimes}
 
         if not args.only or args.only in "scale-out":
             results["scale_out"] = scale_out(args, scale, redis, checker, runs, failures)
@@ -704,6 +747,10 @@ def main():
             for key, w in results["workloads"].items():
                 log(f"{key}: {w['rps']['median']:.0f} req/s, p50 {w['p50_ms']['median']:.1f} ms, "
                     f"p99 {w['p99_ms']['median']:.1f} ms, {w['samples'][-1]['statuses']}")
+            for runtime, by_concurrency in results.get("noop", {}).items():
+                for concurrency, n in by_concurrency.items():
+                    log(f"no-op on {runtime}, c={concurrency}: {n['rps']['median']:.0f} req/s, "
+                        f"p50 {n['p50_us']['median']} µs")
             for key, w in results.get("scale_out", {}).get("workloads", {}).items():
                 log(f"scale-out {key}: {w['rps']['median']:.0f} req/s, p99 {w['p99_ms']['median']:.1f} ms, "
                     f"{w['failed']['median']:.0f} failed, {w['server_connections']['median']:.0f} server connections, "
@@ -713,21 +760,6 @@ def main():
                     log(f"FAILED: {failure}")
                 sys.exit(1)
             return
-        log("no-op component")
-        env = dict(os.environ, EDGE_HOST_LOG="error")
-        host = Host(args.host, os.path.join(ROOT, "bench/noop.toml"), env, [])
-        try:
-            tokens = tokens_file([1])
-            noop = []
-            for _ in range(runs):
-                out = subprocess.run(["wrk", "-t1", "-c1", f"-d{scale['noop_seconds']}s", "--latency", "-s",
-                                      "bench/lua/noop.lua", host.url, "--", tokens, "100000000"],
-                                     cwd=ROOT, text=True, capture_output=True).stdout
-                noop.append(json.loads(re.search(r"BENCH_JSON (\{.*\})", out).group(1)))
-            results["noop"] = {"p50_us": spread([n["p50_us"] for n in noop]),
-                               "rps": spread([n["requests"] / (n["duration_us"] / 1e6) for n in noop])}
-        finally:
-            host.stop()
     finally:
         redis.stop()
 
@@ -772,23 +804,34 @@ def write_report(results, suffix=""):
             f"{raw['order_chain_tps']['min']:.0f} / {raw['order_chain_tps']['median']:.0f} / "
             f"{raw['order_chain_tps']['max']:.0f} orders/s",
         ]
+    fmt = lambda v, d=0: f"{v['min']:.{d}f} / {v['median']:.{d}f} / {v['max']:.{d}f}"
     if results["workloads"]:
         lines += [
             "",
-            "## Workloads",
+            "## Workloads: our host and real Spin 4.0.2",
             "",
-            "| workload | instances | req/s | p50 ms | p99 ms | share of raw limit (median) | statuses (last run) | invariants |",
-            "|---|---|---|---|---|---|---|---|",
+            "Same components, stores and load, one runtime after the other. "
+            + results.get("spin_missing", "Spin / host is the ratio of the medians."),
+            "",
+            "| workload | instances | host req/s | host p99 ms | Spin req/s | Spin p99 ms | Spin / host "
+            "| host's share of raw limit | statuses (last host run) | invariants |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+    rows = {}
     for key, w in results["workloads"].items():
         name = key.split(" | ")[0]
+        rows.setdefault((name, w["instances"]), {})[w["runtime"]] = w
+    for (name, instances), by_runtime in rows.items():
+        host, spin = by_runtime.get("host"), by_runtime.get("spin")
         limit = 0 if not raw else raw["evalsha_rps"]["median"] if name.startswith("coupon") else \
             raw["order_chain_tps"]["median"] if name in ("order storm (100 products)", "hot product") else 0
-        fmt = lambda s, d=0: f"{s['min']:.{d}f} / {s['median']:.{d}f} / {s['max']:.{d}f}"
-        last = w["samples"][-1]
-        held = all(s["invariants"] == "hold" for s in w["samples"])
-        lines.append(f"| {name} | {w['instances']} | {fmt(w['rps'])} | {fmt(w['p50_ms'], 1)} | {fmt(w['p99_ms'], 1)} | "
-                     f"{ratio(w['rps']['median'], limit)} | {last['statuses']} | {'hold' if held else 'BROKEN'} |")
+        held = all(s["invariants"] == "hold" for w in by_runtime.values() for s in w["samples"])
+        cell = lambda w, key, d=0: fmt(w[key], d) if w else "–"
+        share = ratio(host["rps"]["median"], limit) if host else "–"
+        versus = f"{spin['rps']['median'] / host['rps']['median']:.2f}" if host and spin else "–"
+        statuses = (host or spin)["samples"][-1]["statuses"]
+        lines.append(f"| {name} | {instances} | {cell(host, 'rps')} | {cell(host, 'p99_ms', 1)} | {cell(spin, 'rps')} | "
+                     f"{cell(spin, 'p99_ms', 1)} | {versus} | {share} | {statuses} | {'hold' if held else 'BROKEN'} |")
     section = results.get("scale_out")
     if section and "skipped" in section:
         lines += ["", "## Scale-out through a pooler", "", f"- skipped: {section['skipped']}"]
@@ -803,7 +846,6 @@ def write_report(results, suffix=""):
         for key, w in section["workloads"].items():
             name, via = key.split(" | ")
             held = all(s["invariants"] == "hold" for s in w["samples"])
-            fmt = lambda v, d=0: f"{v['min']:.{d}f} / {v['median']:.{d}f} / {v['max']:.{d}f}"
             lines.append(f"| {name} | {via} | {fmt(w['rps'])} | {fmt(w['p99_ms'], 1)} | {fmt(w['failed'])} | "
                          f"{fmt(w['server_connections'])} | {'hold' if held else 'BROKEN'} |")
         if "per_request" in section:
@@ -814,11 +856,16 @@ def write_report(results, suffix=""):
                       "| request | Redis connections per request |", "|---|---|"]
             lines += [f"| {name} | {n:.1f} |" for name, n in c["redis_per_request"].items()]
     if "noop" in results:
-        n = results["noop"]
-        lines += ["", "## Host overhead (no-op component, concurrency 1, wrk on loopback)", "",
-                  f"- p50 latency: {n['p50_us']['min']} / {n['p50_us']['median']} / {n['p50_us']['max']} µs "
-                  f"(includes wrk and the loopback round trip)",
-                  f"- throughput: {n['rps']['median']:.0f} req/s"]
+        lines += ["", "## Runtime overhead (the no-op component, wrk on loopback)", "",
+                  "| runtime | concurrency | req/s | p50 µs (wrk and loopback included) |", "|---|---|---|---|"]
+        for runtime, by_concurrency in results["noop"].items():
+            for concurrency, n in by_concurrency.items():
+                lines.append(f"| {runtime} | {concurrency} | {fmt(n['rps'])} | {fmt(n['p50_us'])} |")
+        goal = results["noop"].get("host", {}).get(results["scale"]["connections"])
+        coupon = results["workloads"].get("coupon storm (1,000 coupons) | 1 | host")
+        if goal and coupon:
+            lines += ["", f"Coupon storm on one host instance: {100 * coupon['rps']['median'] / goal['rps']['median']:.0f} % "
+                          f"of the host's no-op throughput at the same concurrency ({results['scale']['connections']})."]
     lines += ["", "## Component sizes (release .wasm)", ""]
     lines += [f"- {name}: {size / 1024:.0f} KiB" for name, size in f["wasm_bytes"].items()]
     if results["failures"]:

@@ -58,6 +58,8 @@ pub struct PrivatePostgres {
     dir: tempdir::Dir,
     pub port: u16,
     max_connections: u32,
+    /// More `-c name=value` server settings.
+    settings: String,
 }
 
 mod tempdir {
@@ -78,6 +80,11 @@ impl PrivatePostgres {
     /// A server taking `max_connections` clients (real Spin keeps up to 64
     /// per component per process, so its tests need more than the default).
     pub fn start_sized(max_connections: u32) -> Result<PrivatePostgres> {
+        PrivatePostgres::start_with(max_connections, &[])
+    }
+
+    /// A server with more settings (`("name", "value")`) than the usual ones.
+    pub fn start_with(max_connections: u32, settings: &[(&str, &str)]) -> Result<PrivatePostgres> {
         let path = std::env::temp_dir().join(format!("edge-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&path)?;
         if is_root() {
@@ -97,6 +104,10 @@ impl PrivatePostgres {
             dir: tempdir::Dir(path),
             port: free_port(),
             max_connections,
+            settings: settings
+                .iter()
+                .map(|(name, value)| format!(" -c {name}={value}"))
+                .collect(),
         };
         server.resume()?;
         Ok(server)
@@ -109,8 +120,8 @@ impl PrivatePostgres {
     /// Start (again) on the same port and data.
     pub fn resume(&self) -> Result<()> {
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k /tmp -c fsync=off -c max_connections={}",
-            self.port, self.max_connections
+            "-c listen_addresses=127.0.0.1 -p {} -k /tmp -c fsync=off -c max_connections={}{}",
+            self.port, self.max_connections, self.settings
         );
         let log = self.dir.0.join("server.log");
         let status = pg_command("pg_ctl")

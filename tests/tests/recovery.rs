@@ -418,7 +418,12 @@ fn assert_clear_answers(replies: &[Reply]) -> std::collections::BTreeMap<u16, us
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_crashing_under_two_hundred_orders_loses_nothing() {
-    let postgres = PrivatePostgres::start().unwrap();
+    // The steps before an order's answer commit without waiting for the WAL
+    // flush; only the answering statement waits. The WAL writer here sleeps
+    // 10 s (its maximum), so a commit that did not wait is still in Postgres'
+    // memory when the crash comes: a 201 sent after such a commit would be
+    // lost, and the checks below would see it.
+    let postgres = PrivatePostgres::start_with(200, &[("wal_writer_delay", "10s")]).unwrap();
     let app = TestApp::start_opts(Options {
         instances: 2,
         pg_server: Some(postgres.server_url()),
@@ -459,15 +464,54 @@ async fn postgres_crashing_under_two_hundred_orders_loses_nothing() {
     let run = recover(&app, &[]).await;
     assert_eq!(run.status, 200, "{}", run.text);
     assert_resolved(&app).await;
+    assert_answers_kept(&app.pg().await.unwrap(), &replies).await;
+
+    // The sharpest case: orders answered one by one on a quiet database, then
+    // a crash at once. Only the answering statement's own flush (not the WAL
+    // writer, asleep for 10 s) can have put them on disk.
+    let p = product(&app, 1_000, 10).await;
+    let mut answered = vec![];
+    for user in 1..=3 {
+        let body = json!({"items": [{"productId": p, "quantity": 1}]});
+        let reply = place(&app, app.base_url(), user, &format!("quiet-{user}"), &body, None).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        answered.push(reply);
+    }
+    postgres.crash().unwrap();
+    postgres.resume().unwrap();
     let db = app.pg().await.unwrap();
+    assert_answers_kept(&db, &answered).await;
+    invariants::assert_all(&db).await;
+}
+
+/// Every 201 survived with its effects: the order `PAID` with its one
+/// `PAYMENT` entry of the amount answered (the invariants tie stock,
+/// balances and coupons to exactly these rows).
+async fn assert_answers_kept(db: &tokio_postgres::Client, replies: &[Reply]) {
     for reply in replies.iter().filter(|r| r.status == 201) {
         let id = reply.body["orderId"].as_i64().unwrap();
-        let status: String = db
-            .query_one("SELECT status FROM orders WHERE id = $1", &[&id])
+        let row = db
+            .query_opt(
+                "SELECT o.status, (SELECT -sum(amount) FROM wallet_ledger
+                                   WHERE order_id = o.id AND kind = 'PAYMENT')::int8 AS paid
+                 FROM orders o WHERE o.id = $1",
+                &[&id],
+            )
             .await
-            .unwrap()
-            .get(0);
-        assert_eq!(status, "PAID", "a 201 is forever");
+            .unwrap();
+        let Some(row) = row else {
+            panic!("order {id} was answered 201 and is gone after the crash");
+        };
+        assert_eq!(
+            row.get::<_, String>("status"),
+            "PAID",
+            "a 201 is forever (order {id})"
+        );
+        assert_eq!(
+            row.get::<_, Option<i64>>("paid"),
+            reply.body["paidAmount"].as_i64(),
+            "order {id}: the debit answered is the debit kept"
+        );
     }
 }
 

@@ -1,20 +1,31 @@
 //! The first-come-first-served decision, in Redis.
 //!
-//! Per coupon, `coupon:{id}:remaining` (units left) and `coupon:{id}:issued`
-//! (the users who have one). The `{id}` hash tag keeps both keys in one slot
+//! Per coupon, `coupon:{id}:remaining` (units left), `coupon:{id}:issued`
+//! (the users who have one) and `coupon:{id}:window` (the issue window,
+//! `<starts ms> <ends ms>`). The `{id}` hash tag keeps the keys in one slot
 //! so the scripts also run on Redis Cluster. Postgres stays the record of what
 //! was issued, and guards the quantity too (see `PERSIST_ISSUE`); these keys are
-//! the fast, atomic front door, rebuilt from Postgres when missing.
+//! the fast, atomic front door, rebuilt from Postgres when missing. Every
+//! refusal (outside the window, already issued, sold out) is decided here
+//! alone: only an issue that Redis grants reaches Postgres.
 
+use chrono::{DateTime, Utc};
 use edge::redis::{unavailable, Script};
 use edge::Problem;
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
-/// Invariant 3: never more than the quantity, never two per user — decided in
-/// one atomic step. Replies -1 when the keys are missing (rebuild first), 0
-/// issued, 1 already issued to this user, 2 sold out.
+/// Invariant 3: never more than the quantity, never two per user, never
+/// outside the window — decided in one atomic step, on Redis' clock. Replies
+/// -1 when a key is missing (rebuild first), 0 issued, 1 already issued to
+/// this user, 2 sold out, 3 window not open yet, 4 window closed.
 const DECIDE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local window = redis.call('GET', KEYS[3])
+if not window or redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local starts, ends = string.match(window, '^(%-?%d+) (%-?%d+)$')
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if now < tonumber(starts) then return 3 end
+if now >= tonumber(ends) then return 4 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 1 end
 if tonumber(redis.call('GET', KEYS[1])) <= 0 then return 2 end
 redis.call('DECR', KEYS[1])
@@ -37,19 +48,30 @@ end
 return 1
 ";
 
-/// Seed the keys from a Postgres snapshot — only if they do not exist (SET NX
-/// semantics: keys that exist are newer than any snapshot). ARGV: remaining,
-/// expiry (Unix ms), then the users who already have the coupon.
+/// Seed the keys from a Postgres snapshot. The window never changes, so it
+/// is (re)written every time; the stock and holders only if they do not
+/// exist (SET NX semantics: keys that exist are newer than any snapshot).
+/// ARGV: remaining, expiry (Unix ms), window start and end (Unix ms), then
+/// the users who already have the coupon.
 const REBUILD: &str = r"
+redis.call('SET', KEYS[3], ARGV[3] .. ' ' .. ARGV[4], 'PXAT', ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2])
-for i = 3, #ARGV, 1000 do
+for i = 5, #ARGV, 1000 do
   redis.call('SADD', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
-if #ARGV >= 3 then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
+if #ARGV >= 5 then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
 return 1
 ";
+
+/// What Postgres says the keys should hold.
+pub struct Snapshot {
+    pub remaining: i64,
+    pub issue_starts_at: DateTime<Utc>,
+    pub issue_ends_at: DateTime<Utc>,
+    pub users: Vec<i64>,
+}
 
 /// What the script decided.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +80,8 @@ pub enum Decision {
     Issued,
     AlreadyIssued,
     SoldOut,
+    NotOpenYet,
+    Closed,
 }
 
 /// The coupon's two keys.
@@ -65,6 +89,7 @@ pub struct Allocation {
     redis: Connection,
     remaining: String,
     issued: String,
+    window: String,
 }
 
 impl Allocation {
@@ -73,11 +98,12 @@ impl Allocation {
             redis: edge::redis::connect()?,
             remaining: format!("coupon:{{{coupon_id}}}:remaining"),
             issued: format!("coupon:{{{coupon_id}}}:issued"),
+            window: format!("coupon:{{{coupon_id}}}:window"),
         })
     }
 
-    fn keys(&self) -> [&str; 2] {
-        [&self.remaining, &self.issued]
+    fn keys(&self) -> [&str; 3] {
+        [&self.remaining, &self.issued, &self.window]
     }
 
     pub fn decide(&self, user_id: i64) -> Result<Decision, Problem> {
@@ -89,6 +115,8 @@ impl Allocation {
             [RedisResult::Int64(0)] => Ok(Decision::Issued),
             [RedisResult::Int64(1)] => Ok(Decision::AlreadyIssued),
             [RedisResult::Int64(2)] => Ok(Decision::SoldOut),
+            [RedisResult::Int64(3)] => Ok(Decision::NotOpenYet),
+            [RedisResult::Int64(4)] => Ok(Decision::Closed),
             other => Err(Problem::unavailable(format!(
                 "unexpected reply from the coupon script: {other:?}"
             ))),
@@ -111,11 +139,14 @@ impl Allocation {
     }
 
     /// Seed the keys unless they exist; `expires_at_ms` is when they may go.
-    pub fn rebuild(&self, remaining: i64, expires_at_ms: i64, users: &[i64]) -> Result<(), Problem> {
+    pub fn rebuild(&self, snapshot: &Snapshot, expires_at_ms: i64) -> Result<(), Problem> {
         let mut args = vec![
-            RedisParameter::Int64(remaining),
+            RedisParameter::Int64(snapshot.remaining),
             RedisParameter::Int64(expires_at_ms),
+            RedisParameter::Int64(snapshot.issue_starts_at.timestamp_millis()),
+            RedisParameter::Int64(snapshot.issue_ends_at.timestamp_millis()),
         ];
+        let users = &snapshot.users;
         args.extend(users.iter().map(|u| RedisParameter::Int64(*u)));
         Script::new(REBUILD)
             .run(&self.redis, &self.keys(), &args)

@@ -3,9 +3,9 @@
 
 mod allocation;
 
-use allocation::{Allocation, Decision};
+use allocation::{Allocation, Decision, Snapshot};
 use chrono::{DateTime, Duration, Utc};
-use commerce::coupon::{check_issuable, user_coupon_status};
+use commerce::coupon::{user_coupon_status, window};
 use commerce::page::split_page;
 use commerce::ErrorCode;
 use edge::auth;
@@ -42,19 +42,22 @@ const GET_COUPON: &str = "SELECT now() AT TIME ZONE 'UTC' AS now, ";
 
 /// Invariant 3, durably: the issue is counted on the coupon row only while
 /// below the quantity, and recorded once per (coupon, user) — both or neither.
-const PERSIST_ISSUE: Query = Query::with(
-    "counted AS (
+/// Answers with the coupon (as `c`, for `COUPON_COLUMNS`) and the new copy.
+const PERSIST_ISSUE_COUNTED: &str = "counted AS (
         UPDATE coupons SET issued_count = issued_count + 1
         WHERE id = $1 AND issued_count < total_quantity
-        RETURNING id
-    )",
-    "INSERT INTO user_coupons (coupon_id, user_id) SELECT id, $2 FROM counted
-    RETURNING id, issued_at AT TIME ZONE 'UTC' AS issued_at",
-);
+        RETURNING *
+    ), issued AS (
+        INSERT INTO user_coupons (coupon_id, user_id) SELECT id, $2 FROM counted
+        RETURNING id, issued_at
+    )";
+const PERSIST_ISSUE_ANSWER: &str = "SELECT now() AT TIME ZONE 'UTC' AS now, issued.id AS user_coupon_id,
+    issued.issued_at AT TIME ZONE 'UTC' AS issued_at, ";
 
-/// One consistent snapshot to rebuild the Redis keys from.
+/// One consistent snapshot to rebuild the Redis keys from, with the database's clock.
 const ALLOCATION_SNAPSHOT: Query = Query::new(
-    "SELECT c.total_quantity - c.issued_count AS remaining,
+    "SELECT now() AT TIME ZONE 'UTC' AS now, c.total_quantity - c.issued_count AS remaining,
+            c.issue_starts_at AT TIME ZONE 'UTC' AS issue_starts_at,
             c.issue_ends_at AT TIME ZONE 'UTC' AS issue_ends_at,
             coalesce(array_agg(uc.user_id) FILTER (WHERE uc.user_id IS NOT NULL), '{}') AS users
     FROM coupons c LEFT JOIN user_coupons uc ON uc.coupon_id = c.id
@@ -208,9 +211,14 @@ fn create_coupon(req: &Request, _: &Params) -> ApiResult {
     // the coupon is created either way. A window that has already closed
     // needs no stock (and a pre-1970 one has no valid Redis expiry).
     if coupon.issue_ends_at > Utc::now() {
-        let primed = Allocation::open(created.id).and_then(|allocation| {
-            allocation.rebuild(created.total_quantity, keys_expiry(coupon.issue_ends_at), &[])
-        });
+        let snapshot = Snapshot {
+            remaining: created.total_quantity,
+            issue_starts_at: coupon.issue_starts_at,
+            issue_ends_at: coupon.issue_ends_at,
+            users: vec![],
+        };
+        let primed = Allocation::open(created.id)
+            .and_then(|allocation| allocation.rebuild(&snapshot, keys_expiry(coupon.issue_ends_at)));
         if let Err(problem) = primed {
             eprintln!(
                 "coupon {} created but not primed in Redis: {}",
@@ -264,62 +272,71 @@ struct UserCoupon {
 fn issue_coupon(req: &Request, params: &Params) -> ApiResult {
     let caller = auth::authenticate(req)?;
     let id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
-    let db = Db::connect()?;
-    let rows = db.query(
-        &Query::new(&format!(
-            "{GET_COUPON}{COUPON_COLUMNS} FROM coupons c WHERE c.id = $1"
-        )),
-        &[ParameterValue::Int64(id)],
-    )?;
-    let Some((coupon, now)) = rows.first(|row| Ok((CouponRecord::from_row(row)?, instant(row, "now")?)))?
-    else {
-        return Err(not_found(id));
-    };
-    check_issuable(now, coupon.issue_starts_at, coupon.issue_ends_at)?;
 
+    // Redis decides; Postgres is opened only to rebuild missing keys or to
+    // record an issue Redis granted.
     let allocation = Allocation::open(id)?;
     let mut decision = allocation.decide(caller.user_id)?;
+    let mut db = None;
     if decision == Decision::Missing {
-        rebuild(&db, &allocation, id)?;
+        let connected = Db::connect()?;
+        rebuild(&connected, &allocation, id)?;
+        db = Some(connected);
         decision = allocation.decide(caller.user_id)?;
     }
     match decision {
         Decision::Issued => {}
         Decision::AlreadyIssued => return Err(already_issued()),
         Decision::SoldOut => return Err(sold_out()),
+        Decision::NotOpenYet => return Err(window::not_open_yet().into()),
+        Decision::Closed => return Err(window::closed().into()),
         Decision::Missing => return Err(Problem::unavailable("the coupon's stock could not be loaded")),
     }
 
-    let persisted = db.query(
-        &PERSIST_ISSUE,
-        &[ParameterValue::Int64(id), ParameterValue::Int64(caller.user_id)],
-    );
+    let persisted = match db {
+        Some(db) => Ok(db),
+        None => Db::connect(),
+    }
+    .and_then(|db| {
+        let answer = format!("{PERSIST_ISSUE_ANSWER}{COUPON_COLUMNS} FROM issued, counted c");
+        db.query(
+            &Query::with(PERSIST_ISSUE_COUNTED, &answer),
+            &[ParameterValue::Int64(id), ParameterValue::Int64(caller.user_id)],
+        )
+        .map_err(|e| {
+            if e.sqlstate() == Some(UNIQUE_VIOLATION) {
+                // Postgres knows this user has one although Redis did not.
+                already_issued()
+            } else {
+                Problem::unavailable("the coupon could not be recorded; nothing was issued")
+            }
+        })
+    });
     let outcome = match &persisted {
-        Ok(rows) => match rows.first(|row| Ok((column::<i64>(row, "id")?, utc(row, "issued_at")?))) {
+        Ok(rows) => match rows.first(|row| {
+            let state = UserCouponState {
+                id: column(row, "user_coupon_id")?,
+                used: false,
+                issued_at: utc(row, "issued_at")?,
+                used_at: None,
+                order_id: None,
+                now: instant(row, "now")?,
+            };
+            Ok(CouponRecord::from_row(row)?.user_view(state))
+        }) {
             Ok(Some(issued)) => Ok(issued),
             // Postgres counted the quantity out although Redis had a unit: Redis was behind.
             Ok(None) => Err((sold_out(), true)),
             Err(problem) => Err((problem, true)),
         },
-        // Postgres knows this user has one although Redis did not: keep the slot.
-        Err(e) if e.sqlstate() == Some(UNIQUE_VIOLATION) => Err((already_issued(), false)),
-        Err(_) => Err((
-            Problem::unavailable("the coupon could not be recorded; nothing was issued"),
-            true,
-        )),
+        // The user keeps the slot when Postgres says they do have one.
+        Err(problem) => {
+            let release_user = problem.code != ErrorCode::CouponAlreadyIssued;
+            Err((problem.clone(), release_user))
+        }
     };
     match outcome {
-        Ok((user_coupon_id, issued_at)) => {
-            let state = UserCouponState {
-                id: user_coupon_id,
-                used: false,
-                issued_at,
-                used_at: None,
-                order_id: None,
-                now,
-            };
-            Ok(respond::json(201, &coupon.user_view(state)))
-        }
+        Ok(issued) => Ok(respond::json(201, &issued)),
         Err((problem, release_user)) => {
             if let Err(e) = allocation.compensate(caller.user_id, release_user) {
                 eprintln!(
@@ -340,22 +357,30 @@ fn sold_out() -> Problem {
     Problem::new(ErrorCode::CouponSoldOut, "all coupons have been issued")
 }
 
-/// Seed Redis from one Postgres snapshot (a no-op if another instance did first).
+/// Seed Redis from one Postgres snapshot (a no-op for the stock if another
+/// instance did first). A window that has closed by the database's clock is
+/// refused here: its keys would already be gone.
 fn rebuild(db: &Db, allocation: &Allocation, id: i64) -> Result<(), Problem> {
     let rows = db.query(&ALLOCATION_SNAPSHOT, &[ParameterValue::Int64(id)])?;
     let snapshot = rows.first(|row| {
         let users: Vec<Option<i64>> = column(row, "users")?;
         Ok((
-            column::<i64>(row, "remaining")?,
-            instant(row, "issue_ends_at")?,
-            users,
+            instant(row, "now")?,
+            Snapshot {
+                remaining: column(row, "remaining")?,
+                issue_starts_at: instant(row, "issue_starts_at")?,
+                issue_ends_at: instant(row, "issue_ends_at")?,
+                users: users.into_iter().flatten().collect(),
+            },
         ))
     })?;
-    let Some((remaining, ends, users)) = snapshot else {
+    let Some((now, snapshot)) = snapshot else {
         return Err(not_found(id));
     };
-    let users: Vec<i64> = users.into_iter().flatten().collect();
-    allocation.rebuild(remaining, keys_expiry(ends), &users)
+    if now >= snapshot.issue_ends_at {
+        return Err(window::closed().into());
+    }
+    allocation.rebuild(&snapshot, keys_expiry(snapshot.issue_ends_at))
 }
 
 fn my_coupons(req: &Request, _: &Params) -> ApiResult {

@@ -96,10 +96,28 @@ impl Db {
 /// there are none, which [`Rows`] leaves out. The `WITH` items are given
 /// apart because Postgres allows data-modifying `WITH` items only at the top
 /// level, so a statement with them cannot be wrapped whole.
+///
+/// A statement [`committed without flush`](Query::committed_without_flush)
+/// also sets `synchronous_commit = off` for its own transaction, in the same
+/// statement.
 #[derive(Clone, Copy, Debug)]
 pub struct Query<'a> {
     ctes: &'a str,
     rows: &'a str,
+    flush: Flush,
+}
+
+/// Whether a statement's commit waits for its WAL to reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flush {
+    /// Postgres' default: once the statement answers, it survives a crash.
+    Wait,
+    /// `synchronous_commit = off` for this transaction alone (`SET LOCAL`
+    /// semantics, so nothing leaks to the pooled session or through a
+    /// transaction pooler): visible to everyone at once, durable only once
+    /// the WAL writer or a later flushing commit writes it out (Postgres
+    /// flushes WAL in order, so any later durable commit covers it).
+    Skip,
 }
 
 /// The column that numbers the real rows (`NULL` in the stand-in row).
@@ -108,21 +126,49 @@ const ROW_NUMBER: &str = "edge_row";
 impl<'a> Query<'a> {
     /// A statement without `WITH` items.
     pub const fn new(rows: &'a str) -> Query<'a> {
-        Query { ctes: "", rows }
+        Query {
+            ctes: "",
+            rows,
+            flush: Flush::Wait,
+        }
     }
 
     /// A statement whose `WITH` items (`a AS (…), b AS (…)`, without the
     /// `WITH` keyword) come before the statement that yields the rows.
     pub const fn with(ctes: &'a str, rows: &'a str) -> Query<'a> {
-        Query { ctes, rows }
+        Query {
+            ctes,
+            rows,
+            flush: Flush::Wait,
+        }
+    }
+
+    /// Commit without waiting for the WAL flush. Only for a step whose
+    /// outcome no client is told before a later statement commits durably:
+    /// a crash in between loses at most such steps, which leaves the same
+    /// states an interrupted request leaves.
+    pub const fn committed_without_flush(self) -> Query<'a> {
+        Query {
+            flush: Flush::Skip,
+            ..self
+        }
     }
 
     /// The text sent to Postgres.
     pub fn sql(&self) -> String {
         let separator = if self.ctes.trim().is_empty() { "" } else { "," };
+        // A `WITH` item runs only if the statement reads it, so the setting
+        // is joined in (one row, no columns out).
+        let (no_flush, join_no_flush) = match self.flush {
+            Flush::Wait => ("", ""),
+            Flush::Skip => (
+                " edge_no_flush AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),",
+                " CROSS JOIN edge_no_flush",
+            ),
+        };
         format!(
-            "WITH {ctes}{separator} edge_result AS MATERIALIZED ({rows})\n\
-             SELECT edge_page.* FROM (VALUES (1)) AS edge_always(one)\n\
+            "WITH {ctes}{separator}{no_flush} edge_result AS MATERIALIZED ({rows})\n\
+             SELECT edge_page.* FROM (VALUES (1)) AS edge_always(one){join_no_flush}\n\
              LEFT JOIN (SELECT row_number() OVER () AS {ROW_NUMBER}, edge_result.* FROM edge_result) \
              AS edge_page ON true\n\
              ORDER BY edge_page.{ROW_NUMBER}",

@@ -10,6 +10,13 @@
 //! so a step and a recovery transition of the same order never interleave,
 //! and records its progress on the order (or its lines) in the same
 //! statement. No transaction spans two host calls.
+//!
+//! One durable commit per order: the steps before the answer is decided
+//! (create, reserve, coupon, debit) commit without waiting for the WAL flush;
+//! the statement that decides the answer (confirm, undo, or hold) commits
+//! durably, and so flushes every earlier step with it. A Postgres crash
+//! before that loses only steps no client was told of: the order is missing
+//! or interrupted, as if the request had died, and recovery resolves it.
 
 mod failpoint;
 pub mod popular;
@@ -45,7 +52,8 @@ const CREATE: Query = Query::with(
         WHERE created.status = 'PENDING'
     )",
     "SELECT id FROM created",
-);
+)
+.committed_without_flush();
 
 /// Step 2, per line. Invariant 2: never hold more than is left
 /// (`stock - reserved >= q`), and the order records that it holds this stock.
@@ -61,7 +69,8 @@ const RESERVE: Query = Query::with(
     "UPDATE orders SET reserved_products = array_append(reserved_products, held.id), updated_at = now()
     FROM held WHERE orders.id = $1
     RETURNING orders.id",
-);
+)
+.committed_without_flush();
 
 /// What the order's coupon looks like to this user (a read, to price the discount).
 const COUPON: Query = Query::new(
@@ -87,7 +96,8 @@ const TAKE_COUPON: Query = Query::with(
     "UPDATE orders SET coupon_applied = true, discount_amount = $5, updated_at = now()
     FROM used WHERE orders.id = $1
     RETURNING orders.id",
-);
+)
+.committed_without_flush();
 
 /// Step 4. Invariant 1: the balance never goes below zero and moves only with
 /// its PAYMENT entry; invariant 4: one PAYMENT per order
@@ -113,7 +123,8 @@ const DEBIT: Query = Query::with(
     "UPDATE orders SET balance_deducted = true, updated_at = now()
     FROM entry WHERE orders.id = $1
     RETURNING entry.balance_after",
-);
+)
+.committed_without_flush();
 
 /// Step 5, also recovery's roll-forward. Invariants 2 and 4: held stock
 /// becomes sold exactly once, when a debited order becomes PAID; products

@@ -18,6 +18,7 @@ use order_flow::{Created, Failpoints, NewOrder, StepError, Undo};
 use serde::Serialize;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
+use spin_sdk::redis::Connection;
 
 /// The idempotency scope of order placement.
 const PLACE_ROUTE: &str = "orders.place";
@@ -64,7 +65,13 @@ fn place_order(req: &Request, _: &Params) -> ApiResult {
                 request: &request,
             };
             let failpoints = Failpoints::from_header(req.header("x-failpoint").and_then(|v| v.as_str()));
-            let outcome = place(&db, &new, priced.as_ref().map_err(|id| *id), &failpoints);
+            let outcome = place(
+                &db,
+                &new,
+                priced.as_ref().map_err(|id| *id),
+                &failpoints,
+                owned.redis(),
+            );
             Ok(owned.finish(outcome))
         }
     }
@@ -76,6 +83,7 @@ fn place(
     new: &NewOrder<'_>,
     priced: Result<&commerce::order::Priced, i64>,
     failpoints: &Failpoints,
+    redis: Option<&Connection>,
 ) -> ApiResult {
     let order_id = match order_flow::create(db, new, priced)? {
         Created::Pending(id) => id,
@@ -86,7 +94,7 @@ fn place(
     match order_flow::pay(db, order_id, new.user_id, new.request, priced, failpoints) {
         Ok(paid) => {
             let lines: Vec<(i64, i64)> = priced.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
-            order_flow::popular::count_sale(paid.paid_at, &lines);
+            order_flow::popular::count_sale(paid.paid_at, &lines, redis);
             let items: Vec<Item> = priced.lines.iter().map(Item::priced).collect();
             let body = PaidOrder::new(
                 order_id,

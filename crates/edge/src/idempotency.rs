@@ -184,6 +184,12 @@ pub fn replay(status: u16, content_type: &str, body: Vec<u8>) -> Response {
 }
 
 impl Owned {
+    /// The Redis connection the claim was made on, for the request's other
+    /// Redis work (`None` when Redis was unavailable).
+    pub fn redis(&self) -> Option<&Connection> {
+        self.redis.as_ref().map(|(redis, _, _)| redis)
+    }
+
     /// Keep the final answer for replays (`2xx`, `4xx`), or release the key
     /// after a `5xx` (no effect happened, the client may retry). Returns the
     /// answer to send now.

@@ -71,19 +71,25 @@ const SOLD_BETWEEN: Query = Query::new(
     GROUP BY i.product_id",
 );
 
-/// Count a paid order's lines (product id, quantity) on the day it was paid.
+/// Count a paid order's lines (product id, quantity) on the day it was paid,
+/// on `redis` when the request already has a connection (on Spin every
+/// `open` is a new TCP connection), else on a new one.
 /// Best effort: a missing day key is rebuilt from Postgres when next read.
-pub fn count_sale(paid_at: DateTime<Utc>, lines: &[(i64, i64)]) {
+pub fn count_sale(paid_at: DateTime<Utc>, lines: &[(i64, i64)], redis: Option<&Connection>) {
     let mut args = vec![RedisParameter::Int64(DAY_KEY_TTL_SECONDS)];
     for (product_id, quantity) in lines {
         args.push(RedisParameter::Int64(*product_id));
         args.push(RedisParameter::Int64(*quantity));
     }
-    let counted = edge::redis::connect().and_then(|redis| {
+    let count = |redis: &Connection| {
         Script::new(COUNT_SALE)
-            .run(&redis, &[&day_key(paid_at.date_naive())], &args)
+            .run(redis, &[&day_key(paid_at.date_naive())], &args)
             .map_err(edge::redis::unavailable)
-    });
+    };
+    let counted = match redis {
+        Some(redis) => count(redis),
+        None => edge::redis::connect().and_then(|redis| count(&redis)),
+    };
     if let Err(problem) = counted {
         eprintln!(
             "popular products: a sale was not counted in Redis: {}",

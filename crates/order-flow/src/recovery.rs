@@ -143,7 +143,7 @@ fn resolve_all(pending_timeout_seconds: i64) -> Result<Summary, Problem> {
         if debited {
             match confirm(&db, order_id)? {
                 Some(confirmed) => {
-                    popular::count_sale(confirmed.paid_at, &confirmed.lines);
+                    popular::count_sale(confirmed.paid_at, &confirmed.lines, None);
                     summary.rolled_forward += 1;
                 }
                 None => summary.skipped += 1,

@@ -336,7 +336,14 @@ fn issue_coupon(req: &Request, params: &Params) -> ApiResult {
         }
     };
     match outcome {
-        Ok(issued) => Ok(respond::json(201, &issued)),
+        Ok(issued) => {
+            // Best effort: the issue is recorded; a failure here only leaves
+            // Redis a unit ahead, which Postgres' own count still guards.
+            if let Err(e) = allocation.recorded(caller.user_id) {
+                eprintln!("coupon {id}: issued, but not confirmed in Redis: {}", e.detail);
+            }
+            Ok(respond::json(201, &issued))
+        }
         Err((problem, release_user)) => {
             if let Err(e) = allocation.compensate(caller.user_id, release_user) {
                 eprintln!(

@@ -1,8 +1,9 @@
 //! The first-come-first-served decision, in Redis.
 //!
 //! Per coupon, `coupon:{id}:remaining` (units left), `coupon:{id}:issued`
-//! (the users who have one) and `coupon:{id}:window` (the issue window,
-//! `<starts ms> <ends ms>`). The `{id}` hash tag keeps the keys in one slot
+//! (the users who have one), `coupon:{id}:window` (the issue window,
+//! `<starts ms> <ends ms>`) and, briefly, `coupon:{id}:late` (holders
+//! recorded while the other keys were missing). The `{id}` hash tag keeps the keys in one slot
 //! so the scripts also run on Redis Cluster. Postgres stays the record of what
 //! was issued, and guards the quantity too (see `PERSIST_ISSUE`); these keys are
 //! the fast, atomic front door, rebuilt from Postgres when missing. Every
@@ -51,18 +52,28 @@ return 1
 /// After Postgres recorded the issue: make sure Redis counts it. The keys may
 /// have been rebuilt (after a Redis flush or restart) from a snapshot taken
 /// before this issue committed, which lacks this holder and has one unit too
-/// many; a holder already there means nothing changed. Missing keys are left
-/// to the next rebuild, which reads the committed issue.
+/// many; a holder already there means nothing changed. With the keys missing
+/// (a rebuild may be reading its snapshot right now), the holder is left in
+/// `late` for `REBUILD` to apply. ARGV: user, how long `late` may wait (ms).
 const RECORDED: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-  redis.call('DECR', KEYS[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then redis.call('DECR', KEYS[1]) end
+else
+  redis.call('SADD', KEYS[4], ARGV[1])
+  redis.call('PEXPIRE', KEYS[4], ARGV[2])
 end
 return 1
 ";
 
+/// How long a holder recorded while the keys were missing waits for a rebuild;
+/// after that any rebuild's snapshot includes it anyway.
+const LATE_TTL_MILLIS: i64 = 86_400_000;
+
 /// Seed the keys from a Postgres snapshot. The window never changes, so it
 /// is (re)written every time; the stock and holders only if they do not
 /// exist (SET NX semantics: keys that exist are newer than any snapshot).
+/// Holders recorded while the keys were missing (`late`, see `RECORDED`) are
+/// added on top of the snapshot: those it already has change nothing.
 /// ARGV: remaining, expiry (Unix ms), window start and end (Unix ms), then
 /// the users who already have the coupon.
 const REBUILD: &str = r"
@@ -73,7 +84,11 @@ for i = 5, #ARGV, 1000 do
   redis.call('SADD', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
-if #ARGV >= 5 then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
+for _, user in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  if redis.call('SADD', KEYS[2], user) == 1 then redis.call('DECR', KEYS[1]) end
+end
+redis.call('DEL', KEYS[4])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIREAT', KEYS[2], ARGV[2]) end
 return 1
 ";
 
@@ -102,6 +117,7 @@ pub struct Allocation {
     remaining: String,
     issued: String,
     window: String,
+    late: String,
 }
 
 impl Allocation {
@@ -111,11 +127,12 @@ impl Allocation {
             remaining: format!("coupon:{{{coupon_id}}}:remaining"),
             issued: format!("coupon:{{{coupon_id}}}:issued"),
             window: format!("coupon:{{{coupon_id}}}:window"),
+            late: format!("coupon:{{{coupon_id}}}:late"),
         })
     }
 
-    fn keys(&self) -> [&str; 3] {
-        [&self.remaining, &self.issued, &self.window]
+    fn keys(&self) -> [&str; 4] {
+        [&self.remaining, &self.issued, &self.window, &self.late]
     }
 
     pub fn decide(&self, user_id: i64) -> Result<Decision, Problem> {
@@ -138,7 +155,14 @@ impl Allocation {
     /// Count an issue Postgres has recorded (see `RECORDED`).
     pub fn recorded(&self, user_id: i64) -> Result<(), Problem> {
         Script::new(RECORDED)
-            .run(&self.redis, &self.keys(), &[RedisParameter::Int64(user_id)])
+            .run(
+                &self.redis,
+                &self.keys(),
+                &[
+                    RedisParameter::Int64(user_id),
+                    RedisParameter::Int64(LATE_TTL_MILLIS),
+                ],
+            )
             .map(drop)
             .map_err(unavailable)
     }

@@ -219,15 +219,7 @@ class App:
         self.hosts += [SpinHost(spin, os.path.join(ROOT, "spin.toml"), env) for _ in range(spin_instances)]
 
     def sql(self, statement):
-        try:
-            return psql(self.db, statement, self.server)
-        except subprocess.CalledProcessError as error:
-            if "too many clients" not in (error.stderr or ""):
-                raise
-            # A run without a pooler can leave no connection for the checks:
-            # stop the instances (their pools close) and ask again.
-            self.stop_instances()
-            return psql(self.db, statement, self.server)
+        return psql(self.db, statement, self.server)
 
     def drain(self, max_seconds=30):
         """Wait until no statement of the app runs: wrk gives up on the requests
@@ -515,13 +507,9 @@ def scale_out(args, scale, redis, checker, runs, failures):
                               pooler=bouncer, spin=spin, spin_instances=section["spin_instances"], pool=64)
                     try:
                         sample = workload(app)
-                        try:
-                            sample["server_connections"] = int(psql(
-                                "postgres", "SELECT count(*) - 1 FROM pg_stat_activity WHERE backend_type = 'client backend'",
-                                postgres.server))
-                        except subprocess.CalledProcessError:
-                            # Not even one more connection: the app holds all of them.
-                            sample["server_connections"] = section["max_connections"]
+                        sample["server_connections"] = int(psql(
+                            "postgres", "SELECT count(*) - 1 FROM pg_stat_activity WHERE backend_type = 'client backend'",
+                            postgres.server))
                         app.drain()
                         app.stop_instances()  # the checker needs a connection too
                         ok, detail = app.check_invariants(checker)

@@ -214,9 +214,37 @@ async fn outside_the_issue_window_is_not_issuable() {
         assert_eq!(
             redis_remaining(&app, id),
             keys,
-            "the window is checked before Redis is touched"
+            "an open-to-come window is primed at creation; a long-closed one has no keys"
         );
     }
+}
+
+/// Guard: `DECIDE`'s end-of-window check. The keys outlive the window by a
+/// day, so a window that has just closed is refused by Redis alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_that_has_just_closed_is_refused_by_redis() {
+    let app = TestApp::start(1).await.unwrap();
+    let ends = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let body = coupon_body(
+        5,
+        "2020-01-01T00:00:00Z",
+        &ends.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    );
+    let created = app
+        .post_json("/api/v1/admin/coupons", Some(&token(1, Some("admin"))), &body)
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.body["id"].as_i64().unwrap();
+    assert_eq!(issue(&app, id, 1).await.status, 201, "the window is open");
+    while chrono::Utc::now() < ends + chrono::Duration::milliseconds(300) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    issue(&app, id, 2)
+        .await
+        .assert_problem(409, "COUPON_NOT_ISSUABLE");
+    assert_eq!(rows(&app, id).await, 1);
+    assert_eq!(redis_remaining(&app, id), Some(4), "the keys are still there");
 }
 
 /// Guard: the `DECIDE` Lua script (and the counted insert in Postgres).

@@ -111,7 +111,7 @@ pub enum Decision {
     Closed,
 }
 
-/// The coupon's two keys.
+/// A coupon's keys, on one Redis connection.
 pub struct Allocation {
     redis: Connection,
     remaining: String,

@@ -312,7 +312,7 @@ fn issue_coupon(req: &Request, params: &Params) -> ApiResult {
             }
         })
     });
-    let outcome = match &persisted {
+    let outcome = match persisted {
         Ok(rows) => match rows.first(|row| {
             let state = UserCouponState {
                 id: column(row, "user_coupon_id")?,
@@ -332,7 +332,7 @@ fn issue_coupon(req: &Request, params: &Params) -> ApiResult {
         // The user keeps the slot when Postgres says they do have one.
         Err(problem) => {
             let release_user = problem.code != ErrorCode::CouponAlreadyIssued;
-            Err((problem.clone(), release_user))
+            Err((problem, release_user))
         }
     };
     match outcome {

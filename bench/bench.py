@@ -209,11 +209,12 @@ class App:
         run([host_binary, "-f", os.path.join(ROOT, "spin.toml"), "migrate", "--database-url", self.url])
         redis.cli("FLUSHALL")
         self.redis = redis
+        database_id = psql(self.db, "SELECT database_id FROM app_identity", server)
         pool = pool or max(8, 40 // instances)
         app_url = pooler.url(self.db) if pooler else self.url
         env = dict(os.environ, SPIN_VARIABLE_PG_URL=app_url, SPIN_VARIABLE_PG_HOST=app_url.split("@")[1].split("/")[0],
                    SPIN_VARIABLE_REDIS_URL=redis.url(), SPIN_VARIABLE_REDIS_HOST=f"127.0.0.1:{redis.port}",
-                   SPIN_VARIABLE_JWT_SECRET=SECRET, EDGE_HOST_LOG="error")
+                   SPIN_VARIABLE_JWT_SECRET=SECRET, SPIN_VARIABLE_DATABASE_ID=database_id, EDGE_HOST_LOG="error")
         self.hosts = [Host(host_binary, os.path.join(ROOT, "spin.toml"), env, ["--no-cron", f"--pg-pool-size={pool}"])
                       for _ in range(instances)]
         self.hosts += [SpinHost(spin, os.path.join(ROOT, "spin.toml"), env) for _ in range(spin_instances)]

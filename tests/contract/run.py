@@ -82,7 +82,9 @@ def main():
                  "INSERT INTO coupons (name, discount_type, discount_value, total_quantity, issue_starts_at,"
                  " issue_ends_at, expires_at) VALUES ('c', 'FIXED', 1000, 1000, now() - interval '1 day',"
                  " now() + interval '1 day', now() + interval '2 days');")
-        env = dict(os.environ, SPIN_VARIABLE_PG_URL=url,
+        database_id = subprocess.run([binary, "-f", manifest, "database-id", "--database-url", url], check=True,
+                                     capture_output=True, text=True).stdout.strip()
+        env = dict(os.environ, SPIN_VARIABLE_PG_URL=url, SPIN_VARIABLE_DATABASE_ID=database_id,
                    SPIN_VARIABLE_REDIS_URL=f"redis://127.0.0.1:{redis_port}",
                    SPIN_VARIABLE_REDIS_HOST=f"127.0.0.1:{redis_port}", SPIN_VARIABLE_JWT_SECRET=SECRET,
                    EDGE_HOST_LOG="error")

@@ -173,15 +173,16 @@ pub async fn coupons(db: &tokio_postgres::Client) -> Result<Vec<String>> {
 /// `remaining + issued = totalQuantity` and the issued set is exactly the
 /// users Postgres recorded.
 pub async fn coupon_keys(db: &tokio_postgres::Client, redis: &mut redis::Connection) -> Result<Vec<String>> {
+    let scope = crate::RedisScope::of(db).await?;
     let mut violations = Vec::new();
     for row in db.query("SELECT id, total_quantity FROM coupons", &[]).await? {
         let (id, total): (i64, i64) = (row.get(0), row.get(1));
         let remaining: Option<i64> = redis::cmd("GET")
-            .arg(format!("coupon:{{{id}}}:remaining"))
+            .arg(scope.key(&format!("coupon:{{{id}}}:remaining")))
             .query(redis)?;
         let Some(remaining) = remaining else { continue };
         let mut members: Vec<i64> = redis::cmd("SMEMBERS")
-            .arg(format!("coupon:{{{id}}}:issued"))
+            .arg(scope.key(&format!("coupon:{{{id}}}:issued")))
             .query(redis)?;
         members.sort_unstable();
         let mut recorded: Vec<i64> = db

@@ -55,11 +55,51 @@ pub fn host_binary() -> PathBuf {
     binary
 }
 
+/// `edge-host redis-reset` (README "Backup and restore") for the database at
+/// `pg_url` on the Redis at `redis_url`; answers what it printed.
+pub fn redis_reset(pg_url: &str, redis_url: &str) -> Result<String> {
+    let output = Command::new(host_binary())
+        .args(["-f", &workspace_dir().join("spin.toml").to_string_lossy()])
+        .args(["redis-reset", "--database-url", pg_url, "--redis-url", redis_url])
+        .env("EDGE_HOST_LOG", "warn")
+        .output()
+        .context("run edge-host redis-reset")?;
+    if !output.status.success() {
+        bail!("redis-reset failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// A database of its own, migrated, dropped when the value is dropped.
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// Its `app_identity` id: the app's `database_id` variable.
+    pub database_id: String,
     server: String,
+}
+
+/// The Redis key space of one database: `db:<database id>:<name>`, as the
+/// components name their keys (`edge::redis`).
+#[derive(Clone, Debug)]
+pub struct RedisScope {
+    pub database_id: String,
+}
+
+impl RedisScope {
+    /// The scope of the database `db` is connected to.
+    pub async fn of(db: &tokio_postgres::Client) -> Result<RedisScope> {
+        let row = db
+            .query_one("SELECT database_id::text FROM app_identity", &[])
+            .await?;
+        Ok(RedisScope {
+            database_id: row.get(0),
+        })
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        format!("db:{}:{name}", self.database_id)
+    }
 }
 
 impl TestDb {
@@ -90,11 +130,60 @@ impl TestDb {
         if !status.success() {
             bail!("migrations failed for {name}");
         }
+        let scope = RedisScope::of(&connect(&url).await?).await?;
         Ok(TestDb {
             name,
             url,
+            database_id: scope.database_id,
             server: server.to_owned(),
         })
+    }
+}
+
+impl TestDb {
+    /// A custom-format `pg_dump` of this database into `path`.
+    pub fn dump(&self, path: &Path) -> Result<()> {
+        let status = Command::new("pg_dump")
+            .args(["--format=custom", "--file"])
+            .arg(path)
+            .arg(&self.url)
+            .status()
+            .context("run pg_dump")?;
+        if !status.success() {
+            bail!("pg_dump of {} failed", self.name);
+        }
+        Ok(())
+    }
+
+    /// A new database on `server` restored from the dump at `path` with
+    /// `pg_restore` (so it keeps the dumped `database_id`), as an operator
+    /// restores a backup.
+    pub async fn restore_on(server: &str, path: &Path) -> Result<TestDb> {
+        let name = format!("edge_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = connect(&format!("{server}/postgres")).await?;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        let url = format!("{server}/{name}?sslmode=disable");
+        let status = Command::new("pg_restore")
+            .args(["--exit-on-error", "--no-owner", "--dbname"])
+            .arg(&url)
+            .arg(path)
+            .status()
+            .context("run pg_restore")?;
+        if !status.success() {
+            bail!("pg_restore into {name} failed");
+        }
+        let scope = RedisScope::of(&connect(&url).await?).await?;
+        Ok(TestDb {
+            name,
+            url,
+            database_id: scope.database_id,
+            server: server.to_owned(),
+        })
+    }
+
+    /// The Postgres server (URL without a database) this database is on.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 }
 
@@ -380,6 +469,8 @@ pub struct Options<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// A Postgres server URL (no database) instead of the shared one.
     pub pg_server: Option<String>,
+    /// This database (e.g. one restored from a dump) instead of a new one.
+    pub db: Option<TestDb>,
     /// A Redis URL instead of a claimed logical database of the shared one.
     pub redis_url: Option<String>,
     /// Load the test build of the order component (with failure points).
@@ -459,9 +550,10 @@ impl TestApp {
     }
 
     pub async fn start_opts(options: Options<'_>) -> Result<TestApp> {
-        let db = match &options.pg_server {
-            Some(server) => TestDb::create_on(server).await?,
-            None => TestDb::create().await?,
+        let db = match (options.db, &options.pg_server) {
+            (Some(db), _) => db,
+            (None, Some(server)) => TestDb::create_on(server).await?,
+            (None, None) => TestDb::create().await?,
         };
         let (redis_url, redis_slot) = match options.redis_url {
             Some(url) => (url, None),
@@ -497,6 +589,7 @@ impl TestApp {
             ("SPIN_VARIABLE_REDIS_URL".to_owned(), redis_url.clone()),
             ("SPIN_VARIABLE_REDIS_HOST".to_owned(), redis_host),
             ("SPIN_VARIABLE_JWT_SECRET".to_owned(), SECRET.to_owned()),
+            ("SPIN_VARIABLE_DATABASE_ID".to_owned(), db.database_id.clone()),
         ];
         env.extend(options.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let manifest = workspace_dir().join("spin.toml");
@@ -570,6 +663,14 @@ impl TestApp {
 
     pub async fn pg(&self) -> Result<tokio_postgres::Client> {
         connect(&self.db.url).await
+    }
+
+    /// The full name of this app's Redis key `name` (see [`RedisScope`]).
+    pub fn redis_key(&self, name: &str) -> String {
+        RedisScope {
+            database_id: self.db.database_id.clone(),
+        }
+        .key(name)
     }
 
     pub fn redis(&self) -> Result<redis::Connection> {

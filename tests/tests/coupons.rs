@@ -74,7 +74,7 @@ async fn rows(app: &TestApp, coupon: i64) -> i64 {
 
 fn redis_remaining(app: &TestApp, coupon: i64) -> Option<i64> {
     redis::cmd("GET")
-        .arg(format!("coupon:{{{coupon}}}:remaining"))
+        .arg(app.redis_key(&format!("coupon:{{{coupon}}}:remaining")))
         .query(&mut app.redis().unwrap())
         .unwrap()
 }
@@ -351,7 +351,7 @@ async fn a_failed_persist_answers_503_and_gives_the_unit_back() {
     assert_eq!(rows(&app, coupon).await, 0);
     assert_eq!(redis_remaining(&app, coupon), Some(10), "the unit went back");
     let member: bool = redis::cmd("SISMEMBER")
-        .arg(format!("coupon:{{{coupon}}}:issued"))
+        .arg(app.redis_key(&format!("coupon:{{{coupon}}}:issued")))
         .arg(7)
         .query(&mut app.redis().unwrap())
         .unwrap();

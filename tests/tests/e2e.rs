@@ -14,7 +14,8 @@
 
 use edge_tests::private::PrivatePostgres;
 use edge_tests::spin::{SpinInstall, SpinVersion};
-use edge_tests::{invariants, token, Options, Reply, TestApp};
+use edge_tests::{invariants, token, Options, Reply, TestApp, TestDb};
+use redis::Commands;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -72,6 +73,8 @@ e2e! {
         a_hundred_buyers_for_twenty_units,
         duplicate_payment,
         popular_products,
+        two_databases_on_one_redis_share_nothing,
+        a_restored_database_answers_from_postgres_after_redis_reset,
     ],
     cron: [
         a_deadlocked_order_is_held_and_the_cron_trigger_resolves_it,
@@ -1027,6 +1030,268 @@ async fn popular_products(runtime: Runtime) {
         .await
         .assert_problem(400, "INVALID_REQUEST");
     check_invariants(&app).await;
+}
+
+/// The app on `runtime` for the database `db` (or a new one on `server`), on
+/// the Redis at `redis_url`, which other apps may share.
+async fn start_sharing_redis(
+    runtime: &Runtime,
+    server: Option<String>,
+    db: Option<TestDb>,
+    redis_url: &str,
+) -> TestApp {
+    let mut options = Options {
+        instances: 1,
+        pg_server: server,
+        db,
+        redis_url: Some(redis_url.to_owned()),
+        ..Options::default()
+    };
+    if let Runtime::Spin(spin) = runtime {
+        options.spin = Some(spin.clone());
+    }
+    TestApp::start_opts(options).await.unwrap()
+}
+
+fn private_server(app: &App) -> Option<String> {
+    app._postgres.as_ref().map(PrivatePostgres::server_url)
+}
+
+/// The products ranked by popular products (`days=1`), as (product, units).
+async fn ranking(app: &TestApp) -> Vec<(i64, i64)> {
+    let ranked = get(app, "/api/v1/products/popular?days=1&limit=20", None).await;
+    assert_eq!(ranked.status, 200, "{}", ranked.text);
+    ranked.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["productId"].as_i64().unwrap(),
+                i["soldQuantity"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Units of PAID orders per product, from Postgres, as ranked (most first, ties by id).
+async fn ranking_in_postgres(app: &TestApp) -> Vec<(i64, i64)> {
+    let rows = app
+        .pg()
+        .await
+        .unwrap()
+        .query(
+            "SELECT i.product_id, sum(i.quantity)::int8 FROM orders o JOIN order_items i ON i.order_id = o.id
+             WHERE o.status = 'PAID' GROUP BY i.product_id ORDER BY 2 DESC, 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// Issue 17: two deployments on two databases and one Redis (the same
+/// logical database): the same coupon id, user, `Idempotency-Key` and
+/// recovery lock name in both, and neither sees the other's.
+async fn two_databases_on_one_redis_share_nothing(runtime: Runtime) {
+    let first = start(&runtime, 1, &[]).await;
+    let second = start_sharing_redis(&runtime, private_server(&first), None, &first.redis_url).await;
+    assert_ne!(first.db.database_id, second.db.database_id);
+    for app in [&*first, &second] {
+        assert_eq!(
+            new_coupon(app, 3, json!({})).await,
+            1,
+            "the same coupon id in both"
+        );
+        assert_eq!(new_product(app, 1_000, 50).await, 1);
+    }
+    // Coupon 1 sells out in the first database...
+    for user in 1..=3 {
+        issued(&first, 1, user).await;
+    }
+    issue(&first, 1, 4).await.assert_problem(409, "COUPON_SOLD_OUT");
+    // ...and is untouched in the second: the same users get it, and three only.
+    for user in 1..=3 {
+        issued(&second, 1, user).await;
+    }
+    issue(&second, 1, 4).await.assert_problem(409, "COUPON_SOLD_OUT");
+
+    // The same user and key with the same body: a new charge in each
+    // database, never a replay of the other's.
+    for app in [&*first, &second] {
+        let reply = charge(app, 7, "same-key", 5_000).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.header("idempotent-replayed"), None, "{}", reply.text);
+        assert_eq!(get(app, "/api/v1/wallet", Some(7)).await.body["balance"], 5_000);
+    }
+    // A different body under a key the other database used is no reuse.
+    let reply = charge(&first, 8, "other-key", 1_000).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let reply = charge(&second, 8, "other-key", 2_000).await;
+    assert_eq!(
+        (reply.status, reply.header("idempotent-replayed")),
+        (201, None),
+        "{}",
+        reply.text
+    );
+
+    // Rankings: sales in the first database only.
+    fund(&first, 9, 50_000).await;
+    let reply = order(&first, 9, "buy", json!({"items": [line(1, 4)]})).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(ranking(&first).await, [(1, 4)]);
+    assert_eq!(ranking(&second).await, Vec::<(i64, i64)>::new());
+
+    // The recovery lock: held for the first database, free for the second.
+    first
+        .redis()
+        .unwrap()
+        .set::<_, _, ()>(first.redis_key("lock:order-recovery"), "a run of the first")
+        .unwrap();
+    let run = "/api/v1/admin/recovery/run";
+    admin_post(&first, run, json!({}))
+        .await
+        .assert_problem(409, "RECOVERY_IN_PROGRESS");
+    let ran = admin_post(&second, run, json!({})).await;
+    assert_eq!(ran.status, 200, "{}", ran.text);
+    first
+        .redis()
+        .unwrap()
+        .del::<_, ()>(first.redis_key("lock:order-recovery"))
+        .unwrap();
+
+    // Every key either app wrote is in its own database's key space.
+    let keys: Vec<String> = first.redis().unwrap().keys("*").unwrap();
+    let (mine, theirs) = (first.redis_key(""), second.redis_key(""));
+    let stray: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.starts_with(&mine) && !k.starts_with(&theirs))
+        .collect();
+    assert!(stray.is_empty(), "keys outside a database's space: {stray:?}");
+    check_invariants(&first).await;
+    check_invariants(&second).await;
+}
+
+/// Issue 17, the restore runbook: Postgres restored from a dump taken
+/// mid-run, Redis keeping the later state; `edge-host redis-reset` (run while
+/// a coupon storm goes on) makes every answer come from Postgres again.
+async fn a_restored_database_answers_from_postgres_after_redis_reset(runtime: Runtime) {
+    let before = start(&runtime, 1, &[]).await;
+    let coupon = new_coupon(&before, 10, json!({})).await;
+    let product = new_product(&before, 1_000, 100).await;
+    for user in 1..=4 {
+        issued(&before, coupon, user).await;
+    }
+    fund(&before, 50, 100_000).await;
+    for key in ["o1", "o2"] {
+        let reply = order(&before, 50, key, json!({"items": [line(product, 2)]})).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+    }
+    let dump = std::env::temp_dir().join(format!("{}.dump", before.db.name));
+    before.db.dump(&dump).unwrap();
+
+    // Later state, which the restore loses and Redis keeps.
+    for user in 5..=8 {
+        issued(&before, coupon, user).await;
+    }
+    let late_order = json!({"items": [line(product, 3)]});
+    let lost = order(&before, 50, "o3", late_order.clone()).await;
+    assert_eq!(lost.status, 201, "{}", lost.text);
+    let lost_charge = charge(&before, 51, "c-late", 7_000).await;
+    assert_eq!(lost_charge.status, 201, "{}", lost_charge.text);
+    let reply = order(&before, 50, "o4", json!({"items": [line(product, 5)]})).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(ranking(&before).await, [(product, 12)]);
+
+    // Postgres restored from the dump (same database id), Redis as it was.
+    let restored_db = TestDb::restore_on(before.db.server(), &dump).await.unwrap();
+    std::fs::remove_file(&dump).unwrap();
+    assert_eq!(restored_db.database_id, before.db.database_id);
+    let server = private_server(&before);
+    let restored = start_sharing_redis(&runtime, server, Some(restored_db), &before.redis_url).await;
+    // What the runbook prevents: stale Redis answers for the restored data.
+    issue(&restored, coupon, 5)
+        .await
+        .assert_problem(409, "COUPON_ALREADY_ISSUED");
+    let stale = order(&restored, 50, "o3", late_order.clone()).await;
+    assert_eq!(
+        stale.header("idempotent-replayed"),
+        Some("true"),
+        "{}",
+        stale.text
+    );
+
+    // The reset, while 30 users ask for the 6 coupons left.
+    let reset = tokio::task::spawn_blocking({
+        let (pg_url, redis_url) = (restored.db.url.clone(), restored.redis_url.clone());
+        move || edge_tests::redis_reset(&pg_url, &redis_url)
+    });
+    let storm = all_at_once(30, |i| issue(&restored, coupon, 100 + i as i64)).await;
+    let printed = reset.await.unwrap().unwrap();
+    assert!(printed.starts_with("deleted "), "{printed}");
+    for reply in &storm {
+        assert!(
+            [201, 409].contains(&reply.status),
+            "a storm answer during the reset: {}",
+            reply.text
+        );
+    }
+    // Users the stale keys refused while the reset ran ask again.
+    let mut granted = storm.iter().filter(|r| r.status == 201).count();
+    for (i, reply) in storm.iter().enumerate() {
+        if reply.status != 201 {
+            let again = issue(&restored, coupon, 100 + i as i64).await;
+            match again.status {
+                201 => granted += 1,
+                _ => again.assert_problem(409, "COUPON_SOLD_OUT"),
+            }
+        }
+    }
+    assert_eq!(
+        granted,
+        6,
+        "exactly the quantity Postgres has left: {:?}",
+        tally(&storm)
+    );
+    let detail = get(&restored, &format!("/api/v1/coupons/{coupon}"), None).await;
+    assert_eq!(detail.body["remaining"], 0, "{}", detail.text);
+
+    // No replay of what Postgres does not have: the lost order and charge
+    // are made anew.
+    let again = order(&restored, 50, "o3", late_order).await;
+    assert_eq!(
+        (again.status, again.header("idempotent-replayed")),
+        (201, None),
+        "{}",
+        again.text
+    );
+    let status: String = restored
+        .pg()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT status FROM orders WHERE user_id = 50 AND idempotency_key = 'o3'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "PAID");
+    let recharged = charge(&restored, 51, "c-late", 7_000).await;
+    assert_eq!(
+        (recharged.status, recharged.header("idempotent-replayed")),
+        (201, None),
+        "{}",
+        recharged.text
+    );
+    assert_eq!(
+        get(&restored, "/api/v1/wallet", Some(51)).await.body["balance"],
+        7_000
+    );
+    // Popular products count what Postgres has: 2 + 2 + the new 3.
+    assert_eq!(ranking(&restored).await, ranking_in_postgres(&restored).await);
+    assert_eq!(ranking(&restored).await, [(product, 7)]);
+    check_invariants(&restored).await;
 }
 
 /// Wait until no order is unfinished, at most `within`.

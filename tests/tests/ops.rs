@@ -1,6 +1,8 @@
-//! `GET /api/v1/health` names the store that does not answer.
+//! `GET /api/v1/health` names the store that does not answer, and refuses a
+//! `database_id` that is not the database's own.
 
-use edge_tests::TestApp;
+use edge_tests::{token, Options, TestApp};
+use redis::Commands;
 
 /// A loopback port nothing listens on.
 fn dead_port() -> u16 {
@@ -64,4 +66,73 @@ async fn health_reports_each_store() {
         .await
         .unwrap()
         .assert_problem(503, "SERVICE_UNAVAILABLE");
+}
+
+/// A deployment given another database's id (copied from the other
+/// deployment's configuration) on the Redis both share: its health check
+/// fails, and it builds no Redis state under the other database's id.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_id_of_another_database_is_refused() {
+    let first = TestApp::start(1).await.unwrap();
+    let borrowed_id = first.db.database_id.clone();
+    let misconfigured = TestApp::start_opts(Options {
+        instances: 1,
+        env: &[("SPIN_VARIABLE_DATABASE_ID", &borrowed_id)],
+        redis_url: Some(first.redis_url.clone()),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let health = misconfigured.get("/api/v1/health", None).await.unwrap();
+    health.assert_problem(503, "SERVICE_UNAVAILABLE");
+    assert!(
+        health.body["detail"].as_str().unwrap().contains("database_id"),
+        "{}",
+        health.text
+    );
+    assert_eq!(
+        (health.body["postgres"].as_str(), health.body["redis"].as_str()),
+        (Some("ok"), Some("ok"))
+    );
+
+    // Its coupon is created in its own Postgres, but neither priming nor
+    // issuing builds keys under the id it borrowed.
+    let admin = token(1, Some("admin"));
+    let coupon = serde_json::json!({"name": "Mislabelled", "discountType": "FIXED", "discountValue": 1000,
+        "totalQuantity": 5, "issueStartsAt": "2020-01-01T00:00:00Z",
+        "issueEndsAt": "2099-01-01T00:00:00Z", "expiresAt": "2099-06-01T00:00:00Z"});
+    let created = misconfigured
+        .post_json("/api/v1/admin/coupons", Some(&admin), &coupon)
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.text);
+    let issued = misconfigured
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/coupons/1/issue",
+            Some(&token(2, None)),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    issued.assert_problem(503, "SERVICE_UNAVAILABLE");
+    let keys: Vec<String> = first.redis().unwrap().keys(first.redis_key("coupon:*")).unwrap();
+    assert_eq!(keys, Vec::<String>::new(), "no key under the borrowed id");
+    let popular = misconfigured.get("/api/v1/products/popular", None).await.unwrap();
+    popular.assert_problem(503, "SERVICE_UNAVAILABLE");
+    let keys: Vec<String> = first.redis().unwrap().keys(first.redis_key("*")).unwrap();
+    assert_eq!(keys, Vec::<String>::new(), "nothing under the borrowed id");
+
+    // An id that is not a UUID at all is a 503 naming the variable.
+    let garbled = TestApp::start_with(1, &[("SPIN_VARIABLE_DATABASE_ID", "production")])
+        .await
+        .unwrap();
+    let health = garbled.get("/api/v1/health", None).await.unwrap();
+    health.assert_problem(503, "SERVICE_UNAVAILABLE");
+    assert!(
+        health.body["detail"].as_str().unwrap().contains("database_id"),
+        "{}",
+        health.text
+    );
 }

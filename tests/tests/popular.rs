@@ -69,7 +69,7 @@ fn ranking(reply: &Reply) -> Vec<(i64, i64)> {
 fn forget_cache(app: &TestApp) {
     let mut redis = app.redis().unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("{popular}:answer:*")
+        .arg(app.redis_key("{popular}:answer:*"))
         .query(&mut redis)
         .unwrap();
     for key in keys {
@@ -194,7 +194,7 @@ async fn answers_are_cached_briefly_and_live_sales_count() {
     );
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let units: Option<f64> = redis::cmd("ZSCORE")
-        .arg(format!("{{popular}}:{today}"))
+        .arg(app.redis_key(&format!("{{popular}}:{today}")))
         .arg(p)
         .query(&mut app.redis().unwrap())
         .unwrap();

@@ -184,7 +184,7 @@ async fn every_failpoint_holds_the_order_and_recovery_resolves_it() {
     assert_eq!(recover(&app, &[]).await.body["rolledForward"], 1);
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let counted: Option<f64> = redis::cmd("ZSCORE")
-        .arg(format!("{{popular}}:{today}"))
+        .arg(app.redis_key(&format!("{{popular}}:{today}")))
         .arg(b)
         .query(&mut app.redis().unwrap())
         .unwrap();
@@ -275,7 +275,7 @@ async fn the_admin_route_takes_the_lock() {
         .assert_problem(403, "FORBIDDEN");
     let mut redis = app.redis().unwrap();
     redis::cmd("SET")
-        .arg("lock:order-recovery")
+        .arg(app.redis_key("lock:order-recovery"))
         .arg("someone-else")
         .exec(&mut redis)
         .unwrap();
@@ -283,12 +283,12 @@ async fn the_admin_route_takes_the_lock() {
         .await
         .assert_problem(409, "RECOVERY_IN_PROGRESS");
     let lock: String = redis::cmd("GET")
-        .arg("lock:order-recovery")
+        .arg(app.redis_key("lock:order-recovery"))
         .query(&mut redis)
         .unwrap();
     assert_eq!(lock, "someone-else", "a runner only ever releases its own lock");
     redis::cmd("DEL")
-        .arg("lock:order-recovery")
+        .arg(app.redis_key("lock:order-recovery"))
         .exec(&mut redis)
         .unwrap();
     let run = recover(&app, &[]).await;
@@ -297,7 +297,7 @@ async fn the_admin_route_takes_the_lock() {
         json!({"examined": 0, "rolledForward": 0, "rolledBack": 0, "skipped": 0})
     );
     let lock: Option<String> = redis::cmd("GET")
-        .arg("lock:order-recovery")
+        .arg(app.redis_key("lock:order-recovery"))
         .query(&mut redis)
         .unwrap();
     assert_eq!(lock, None, "released after the run");
@@ -601,7 +601,7 @@ async fn a_killed_instance_is_recovered_by_the_other_instances_cron() {
     // holding the recovery lock: then the survivor waits for it to expire
     // (that is what its TTL is for) and resolves the orders after that.
     let orphaned_lock_millis: i64 = redis::cmd("PTTL")
-        .arg("lock:order-recovery")
+        .arg(app.redis_key("lock:order-recovery"))
         .query(&mut app.redis().unwrap())
         .unwrap();
     eprintln!("recovery lock left by the victim: {orphaned_lock_millis} ms to live");

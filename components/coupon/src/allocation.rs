@@ -11,9 +11,10 @@
 //! alone: only an issue that Redis grants reaches Postgres.
 
 use chrono::{DateTime, Utc};
+use edge::redis::Redis;
 use edge::redis::{unavailable, Script};
 use edge::Problem;
-use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
+use spin_sdk::redis::{RedisParameter, RedisResult};
 
 /// Invariant 3: never more than the quantity, never two per user, never
 /// outside the window — decided in one atomic step, on Redis' clock. Replies
@@ -113,7 +114,7 @@ pub enum Decision {
 
 /// A coupon's keys, on one Redis connection.
 pub struct Allocation {
-    redis: Connection,
+    redis: Redis,
     remaining: String,
     issued: String,
     window: String,
@@ -180,6 +181,11 @@ impl Allocation {
             )
             .map(drop)
             .map_err(unavailable)
+    }
+
+    /// See [`Redis::verify_database`]: before building keys from a snapshot.
+    pub fn verify_database(&self, in_postgres: &str) -> Result<(), Problem> {
+        self.redis.verify_database(in_postgres)
     }
 
     /// Seed the keys unless they exist; `expires_at_ms` is when they may go.

@@ -12,6 +12,7 @@ use edge::auth;
 use edge::bodies::CreateCouponBody;
 use edge::input::{json_body, page};
 use edge::pg::{column, instant, rfc3339, utc, utc_opt, utc_param, Db, Query};
+use edge::redis::DATABASE_ID_COLUMN;
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
 use edge::{ApiResult, Problem};
@@ -54,16 +55,16 @@ const PERSIST_ISSUE_COUNTED: &str = "counted AS (
 const PERSIST_ISSUE_ANSWER: &str = "SELECT now() AT TIME ZONE 'UTC' AS now, issued.id AS user_coupon_id,
     issued.issued_at AT TIME ZONE 'UTC' AS issued_at, ";
 
-/// One consistent snapshot to rebuild the Redis keys from, with the database's clock.
-const ALLOCATION_SNAPSHOT: Query = Query::new(
+/// One consistent snapshot to rebuild the Redis keys from, with the database's
+/// clock (and, after it, `DATABASE_ID_COLUMN`: keys are built only for their own database).
+const ALLOCATION_SNAPSHOT: &str =
     "SELECT now() AT TIME ZONE 'UTC' AS now, c.total_quantity - c.issued_count AS remaining,
             c.issue_starts_at AT TIME ZONE 'UTC' AS issue_starts_at,
             c.issue_ends_at AT TIME ZONE 'UTC' AS issue_ends_at,
-            coalesce(array_agg(uc.user_id) FILTER (WHERE uc.user_id IS NOT NULL), '{}') AS users
-    FROM coupons c LEFT JOIN user_coupons uc ON uc.coupon_id = c.id
+            coalesce(array_agg(uc.user_id) FILTER (WHERE uc.user_id IS NOT NULL), '{}') AS users";
+const ALLOCATION_SNAPSHOT_FROM: &str = "FROM coupons c LEFT JOIN user_coupons uc ON uc.coupon_id = c.id
     WHERE c.id = $1
-    GROUP BY c.id",
-);
+    GROUP BY c.id";
 
 const LIST_USER_COUPONS: &str = "
 SELECT now() AT TIME ZONE 'UTC' AS now, uc.id AS user_coupon_id, uc.status, uc.order_id,
@@ -188,7 +189,7 @@ fn create_coupon(req: &Request, _: &Params) -> ApiResult {
     let coupon = json_body::<CreateCouponBody>(req)?.new_coupon()?;
     let db = Db::connect()?;
     let rows = db.query(
-        &Query::new(&format!("{INSERT_COUPON}{COUPON_COLUMNS}")),
+        &Query::new(&format!("{INSERT_COUPON}{COUPON_COLUMNS}, {DATABASE_ID_COLUMN}")),
         &[
             ParameterValue::Str(coupon.name.clone()),
             ParameterValue::Str(coupon.discount.kind.as_str().to_owned()),
@@ -204,8 +205,13 @@ fn create_coupon(req: &Request, _: &Params) -> ApiResult {
             utc_param(coupon.expires_at),
         ],
     )?;
-    let created = rows
-        .first(CouponRecord::from_row)?
+    let (created, database_id) = rows
+        .first(|row| {
+            Ok((
+                CouponRecord::from_row(row)?,
+                column::<String>(row, "database_id")?,
+            ))
+        })?
         .ok_or_else(|| Problem::unavailable("the insert returned no row"))?;
     // Prime the stock in Redis. If this fails the first issue rebuilds it, so
     // the coupon is created either way. A window that has already closed
@@ -217,8 +223,10 @@ fn create_coupon(req: &Request, _: &Params) -> ApiResult {
             issue_ends_at: coupon.issue_ends_at,
             users: vec![],
         };
-        let primed = Allocation::open(created.id)
-            .and_then(|allocation| allocation.rebuild(&snapshot, keys_expiry(coupon.issue_ends_at)));
+        let primed = Allocation::open(created.id).and_then(|allocation| {
+            allocation.verify_database(&database_id)?;
+            allocation.rebuild(&snapshot, keys_expiry(coupon.issue_ends_at))
+        });
         if let Err(problem) = primed {
             eprintln!(
                 "coupon {} created but not primed in Redis: {}",
@@ -368,11 +376,13 @@ fn sold_out() -> Problem {
 /// instance did first). A window that has closed by the database's clock is
 /// refused here: its keys would already be gone.
 fn rebuild(db: &Db, allocation: &Allocation, id: i64) -> Result<(), Problem> {
-    let rows = db.query(&ALLOCATION_SNAPSHOT, &[ParameterValue::Int64(id)])?;
+    let sql = format!("{ALLOCATION_SNAPSHOT}, {DATABASE_ID_COLUMN} {ALLOCATION_SNAPSHOT_FROM}");
+    let rows = db.query(&Query::new(&sql), &[ParameterValue::Int64(id)])?;
     let snapshot = rows.first(|row| {
         let users: Vec<Option<i64>> = column(row, "users")?;
         Ok((
             instant(row, "now")?,
+            column::<String>(row, "database_id")?,
             Snapshot {
                 remaining: column(row, "remaining")?,
                 issue_starts_at: instant(row, "issue_starts_at")?,
@@ -381,9 +391,10 @@ fn rebuild(db: &Db, allocation: &Allocation, id: i64) -> Result<(), Problem> {
             },
         ))
     })?;
-    let Some((now, snapshot)) = snapshot else {
+    let Some((now, database_id, snapshot)) = snapshot else {
         return Err(not_found(id));
     };
+    allocation.verify_database(&database_id)?;
     if now >= snapshot.issue_ends_at {
         return Err(window::closed().into());
     }

@@ -1,7 +1,8 @@
 //! Operations: `GET /api/v1/health`, `GET /api/v1/openapi.json`, and the
 //! catch-all route that answers `404 NOT_FOUND` for anything else under `/api/v1`.
 
-use edge::pg::{Db, Query};
+use edge::pg::{column, Db, Query};
+use edge::redis::{Redis, DATABASE_ID_COLUMN};
 use edge::router::{dispatch, get, Params};
 use edge::{respond, ApiResult, Problem};
 use serde_json::json;
@@ -23,34 +24,50 @@ fn handle(req: Request) -> Response {
     )
 }
 
-fn postgres_ok() -> bool {
-    Db::connect().is_ok_and(|db| db.query(&Query::new("SELECT 1"), &[]).is_ok())
+/// The id of the database `pg_url` names, `None` when Postgres does not answer.
+fn postgres_database_id() -> Option<String> {
+    let query = format!("SELECT {DATABASE_ID_COLUMN}");
+    let db = Db::connect().ok()?;
+    let rows = db.query(&Query::new(&query), &[]).ok()?;
+    rows.first(|row| column::<String>(row, "database_id"))
+        .ok()
+        .flatten()
 }
 
-fn redis_ok() -> bool {
-    edge::redis::connect().is_ok_and(|redis| {
-        matches!(redis.execute("PING", &[]).as_deref(), Ok([RedisResult::Status(pong)]) if pong == "PONG")
-    })
+fn redis_ok(redis: &Redis) -> bool {
+    matches!(redis.execute("PING", &[]).as_deref(), Ok([RedisResult::Status(pong)]) if pong == "PONG")
 }
 
+/// `200` when both stores answer and the app's `database_id` is the
+/// database's own (else its Redis keys would be another database's).
 fn health(_: &Request, _: &Params) -> ApiResult {
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let (postgres, redis) = (postgres_ok(), redis_ok());
-    if postgres && redis {
-        return Ok(respond::ok(
-            &json!({"status": "ok", "postgres": "ok", "redis": "ok"}),
-        ));
+    let database_id = postgres_database_id();
+    let redis = edge::redis::connect();
+    let (postgres, redis_up) = (database_id.is_some(), redis.as_ref().is_ok_and(redis_ok));
+    if let (Some(database_id), Ok(redis)) = (&database_id, &redis) {
+        if redis_up {
+            redis.verify_database(database_id).map_err(|problem| {
+                problem
+                    .with_extension("postgres", "ok")
+                    .with_extension("redis", "ok")
+            })?;
+            return Ok(respond::ok(
+                &json!({"status": "ok", "postgres": "ok", "redis": "ok"}),
+            ));
+        }
     }
-    let failing: Vec<&str> = [("postgres", postgres), ("redis", redis)]
+    let mut failing: Vec<String> = [("postgres", postgres), ("redis", redis_up)]
         .into_iter()
         .filter(|(_, ok)| !ok)
-        .map(|(name, _)| name)
+        .map(|(name, _)| format!("{name} not answering"))
         .collect();
-    Err(
-        Problem::unavailable(format!("{} not answering", failing.join(" and ")))
-            .with_extension("postgres", word(postgres))
-            .with_extension("redis", word(redis)),
-    )
+    if let Err(problem) = &redis {
+        failing.push(problem.detail.clone());
+    }
+    Err(Problem::unavailable(failing.join("; "))
+        .with_extension("postgres", word(postgres))
+        .with_extension("redis", word(redis_up)))
 }
 
 fn openapi(_: &Request, _: &Params) -> ApiResult {

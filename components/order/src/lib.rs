@@ -9,6 +9,7 @@ use edge::bodies::OrderBody;
 use edge::idempotency::{self, Claim};
 use edge::input::{json_body, page};
 use edge::pg::Db;
+use edge::redis::Redis;
 use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
 use edge::{ApiResult, Problem};
@@ -18,7 +19,6 @@ use order_flow::{Created, Failpoints, NewOrder, StepError, Undo};
 use serde::Serialize;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
-use spin_sdk::redis::Connection;
 
 /// The idempotency scope of order placement.
 const PLACE_ROUTE: &str = "orders.place";
@@ -83,7 +83,7 @@ fn place(
     new: &NewOrder<'_>,
     priced: Result<&commerce::order::Priced, i64>,
     failpoints: &Failpoints,
-    redis: Option<&Connection>,
+    redis: Option<&Redis>,
 ) -> ApiResult {
     let order_id = match order_flow::create(db, new, priced)? {
         Created::Pending(id) => id,

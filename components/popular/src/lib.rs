@@ -6,7 +6,8 @@ use chrono::Duration;
 use commerce::popular::{parse_days, parse_limit, rank, Window};
 use edge::input::query_param;
 use edge::pg::{column, instant, rfc3339, Db, Query};
-use edge::redis::text;
+use edge::redis::Redis;
+use edge::redis::{text, DATABASE_ID_COLUMN};
 use edge::router::{dispatch, get, Params};
 use edge::{respond, ApiResult, Problem};
 use order_flow::popular::{sold_in_postgres, sold_in_redis};
@@ -14,13 +15,14 @@ use serde::Serialize;
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::pg4::ParameterValue;
-use spin_sdk::redis::{Connection, RedisParameter};
+use spin_sdk::redis::RedisParameter;
 
 /// How long an answer may be served from the cache.
 const CACHE_SECONDS: i64 = 10;
 
-/// The database's clock: one clock for every instance.
-const NOW: Query = Query::new("SELECT now() AT TIME ZONE 'UTC' AS now");
+/// The database's clock: one clock for every instance (and, after it,
+/// `DATABASE_ID_COLUMN`: day keys are built only for their own database).
+const NOW: &str = "SELECT now() AT TIME ZONE 'UTC' AS now";
 const PRODUCTS: Query = Query::new("SELECT id, name, price FROM products WHERE id = ANY($1)");
 
 #[http_component]
@@ -58,10 +60,13 @@ fn popular(req: &Request, _: &Params) -> ApiResult {
     }
 
     let db = Db::connect()?;
-    let now = db
-        .query(&NOW, &[])?
-        .first(|row| instant(row, "now"))?
+    let (now, database_id) = db
+        .query(&Query::new(&format!("{NOW}, {DATABASE_ID_COLUMN}")), &[])?
+        .first(|row| Ok((instant(row, "now")?, column::<String>(row, "database_id")?)))?
         .ok_or_else(|| Problem::unavailable("no clock"))?;
+    if let Some(redis) = &redis {
+        redis.verify_database(&database_id)?;
+    }
     let window = Window::ending(now, days);
     let until = window.from + Duration::days(i64::from(days));
     let sold = match &redis {
@@ -118,22 +123,24 @@ fn json_text(body: Vec<u8>) -> Response {
         .build()
 }
 
-fn cached(redis: &Connection, days: u32, limit: u32) -> Option<Vec<u8>> {
+fn cached(redis: &Redis, days: u32, limit: u32) -> Option<Vec<u8>> {
     let reply = redis
         .execute(
             "GET",
-            &[RedisParameter::Binary(cache_key(days, limit).into_bytes())],
+            &[RedisParameter::Binary(
+                redis.key(&cache_key(days, limit)).into_bytes(),
+            )],
         )
         .ok()?;
     reply.first().and_then(text).map(String::into_bytes)
 }
 
 /// Best effort: a missing cache only costs a recomputation.
-fn store(redis: &Connection, days: u32, limit: u32, body: &[u8]) {
+fn store(redis: &Redis, days: u32, limit: u32, body: &[u8]) {
     let stored = redis.execute(
         "SET",
         &[
-            RedisParameter::Binary(cache_key(days, limit).into_bytes()),
+            RedisParameter::Binary(redis.key(&cache_key(days, limit)).into_bytes()),
             RedisParameter::Binary(body.to_vec()),
             RedisParameter::Binary(b"EX".to_vec()),
             RedisParameter::Int64(CACHE_SECONDS),

@@ -15,6 +15,7 @@
 //! key, requests still go through, and a repeat finds the effect in Postgres.
 
 use crate::auth::Caller;
+use crate::redis::Redis;
 use crate::redis::{text, Script};
 use crate::Problem;
 use commerce::idempotency::IdempotencyKey;
@@ -22,7 +23,7 @@ use commerce::ErrorCode;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use spin_sdk::http::{Request, Response};
-use spin_sdk::redis::{Connection, RedisParameter};
+use spin_sdk::redis::RedisParameter;
 
 /// How long an in-flight claim blocks its key if its request never finishes.
 const LEASE_MILLIS: i64 = 60_000;
@@ -94,7 +95,7 @@ pub struct Owned {
     pub key: IdempotencyKey,
     pub fingerprint: String,
     /// `None` when Redis was unavailable: the Postgres backstop still holds.
-    redis: Option<(Connection, String, String)>,
+    redis: Option<(Redis, String, String)>,
 }
 
 /// Claim `key` for `caller` on `route` (a stable name, e.g. `wallet.charge`).
@@ -186,7 +187,7 @@ pub fn replay(status: u16, content_type: &str, body: Vec<u8>) -> Response {
 impl Owned {
     /// The Redis connection the claim was made on, for the request's other
     /// Redis work (`None` when Redis was unavailable).
-    pub fn redis(&self) -> Option<&Connection> {
+    pub fn redis(&self) -> Option<&Redis> {
         self.redis.as_ref().map(|(redis, _, _)| redis)
     }
 

@@ -9,6 +9,7 @@
 pub mod bindings;
 pub mod cron_trigger;
 pub mod http_trigger;
+pub mod identity;
 pub mod manifest;
 pub mod migrate;
 pub mod outbound;

@@ -6,7 +6,7 @@ use edge_host::http_trigger::{HttpTrigger, RequestLimits};
 use edge_host::manifest::App;
 use edge_host::runtime::{default_cache_dir, Runtime, Settings};
 use edge_host::variables::Resolver;
-use edge_host::{cron_trigger, migrate, token};
+use edge_host::{cron_trigger, identity, migrate, token};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +68,24 @@ enum Command {
         /// Also load the demo data (`demo/demo-data.sql`).
         #[arg(long)]
         demo_data: bool,
+    },
+    /// Print the id of the database (its Redis keys are `db:<id>:…`); the app's
+    /// `database_id` variable must be this.
+    DatabaseId {
+        /// Database URL; defaults to the app's `pg_url` variable.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// After restoring Postgres from a backup: delete the database's Redis
+    /// state, which the app then rebuilds from Postgres. Safe while traffic
+    /// runs; other databases' keys on the same Redis are left alone.
+    RedisReset {
+        /// Database URL; defaults to the app's `pg_url` variable.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Redis URL; defaults to the app's `redis_url` variable.
+        #[arg(long)]
+        redis_url: Option<String>,
     },
     /// Mint a development JWT signed with the app's `jwt_secret`.
     Token {
@@ -135,18 +153,29 @@ fn main() -> Result<()> {
                 database_url,
                 demo_data,
             } => {
-                let url = match database_url {
-                    Some(url) => url,
-                    None => Resolver::from_env(&app.manifest)?.render("{{ pg_url }}")?,
-                };
+                let url = app_variable(&app, database_url, "pg_url")?;
                 let demo = demo_data.then(|| app.dir.join("demo").join("demo-data.sql"));
                 migrate::migrate(&url, &app.dir.join("migrations"), demo.as_deref()).await
             }
+            Command::DatabaseId { database_url } => {
+                let url = app_variable(&app, database_url, "pg_url")?;
+                println!("{}", identity::database_id(&url).await?);
+                Ok(())
+            }
+            Command::RedisReset {
+                database_url,
+                redis_url,
+            } => {
+                let pg_url = app_variable(&app, database_url, "pg_url")?;
+                let redis_url = app_variable(&app, redis_url, "redis_url")?;
+                let (database_id, deleted) = identity::reset_redis(&pg_url, &redis_url).await?;
+                println!("deleted {deleted} Redis keys of database {database_id}; they are rebuilt from Postgres on first use");
+                Ok(())
+            }
             Command::Token { sub, role, ttl } => {
-                let resolver = Resolver::from_env(&app.manifest)?;
-                let secret = resolver.render("{{ jwt_secret }}")?;
-                let issuer = resolver.render("{{ jwt_issuer }}").ok();
-                let audience = resolver.render("{{ jwt_audience }}").ok();
+                let secret = app_variable(&app, None, "jwt_secret")?;
+                let issuer = app_variable(&app, None, "jwt_issuer").ok();
+                let audience = app_variable(&app, None, "jwt_audience").ok();
                 let jwt = token::mint(&token::TokenRequest {
                     sub,
                     role: role.as_deref(),
@@ -160,6 +189,14 @@ fn main() -> Result<()> {
             }
         }
     })
+}
+
+/// `given`, or else the app's variable `name` (from `SPIN_VARIABLE_*`, `.env`, defaults).
+fn app_variable(app: &App, given: Option<String>, name: &str) -> Result<String> {
+    match given {
+        Some(value) => Ok(value),
+        None => Resolver::one_from_env(&app.manifest, name),
+    }
 }
 
 /// `schedules`: `None` runs no cron triggers; otherwise per-component overrides.

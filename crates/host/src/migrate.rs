@@ -31,7 +31,7 @@ pub async fn migrate(url: &str, dir: &Path, demo_data: Option<&Path>) -> Result<
 /// Connect as the components do (see [`crate::pg`]): in clear only with
 /// `sslmode=disable`, otherwise TLS with the certificate verified, so the
 /// app's own `pg_url` migrates the database the app will use.
-async fn connect(
+pub(crate) async fn connect(
     url: &str,
 ) -> Result<(
     tokio_postgres::Client,

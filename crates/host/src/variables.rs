@@ -17,6 +17,13 @@ pub struct Resolver {
     values: HashMap<String, String>,
 }
 
+/// The `.env` file of the working directory, if any.
+fn dotenv() -> HashMap<String, String> {
+    dotenvy::from_filename_iter(".env")
+        .map(|entries| entries.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
 /// The environment variable Spin's env provider reads for `name`.
 pub fn env_name(name: &str) -> String {
     format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())
@@ -26,12 +33,23 @@ impl Resolver {
     /// Resolve every application variable, or fail like Spin when a required
     /// one has no provider value.
     pub fn from_env(manifest: &Manifest) -> Result<Resolver> {
-        let dotenv: HashMap<String, String> = dotenvy::from_filename_iter(".env")
-            .map(|entries| entries.filter_map(Result::ok).collect())
-            .unwrap_or_default();
+        let dotenv = dotenv();
         Resolver::from_lookup(manifest, |key| {
             std::env::var(key).ok().or_else(|| dotenv.get(key).cloned())
         })
+    }
+
+    /// One application variable by the same providers, for the commands that
+    /// need only it (`migrate` runs before `database_id` can exist).
+    pub fn one_from_env(manifest: &Manifest, name: &str) -> Result<String> {
+        let key = env_name(name);
+        std::env::var(&key)
+            .ok()
+            .or_else(|| dotenv().remove(&key))
+            .or_else(|| manifest.variables.get(name).and_then(|decl| decl.default.clone()))
+            .ok_or_else(|| {
+                anyhow::anyhow!("provider error: no provider resolved required variable(s): [Key({name:?})]")
+            })
     }
 
     pub fn from_lookup(manifest: &Manifest, lookup: impl Fn(&str) -> Option<String>) -> Result<Resolver> {

@@ -9,9 +9,10 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use edge::pg::{column, Db, Query};
+use edge::redis::Redis;
 use edge::redis::{text, Script};
 use edge::Problem;
-use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
+use spin_sdk::redis::{RedisParameter, RedisResult};
 
 /// Day keys live a little over the longest window (7 days).
 const DAY_KEY_TTL_SECONDS: i64 = 8 * 24 * 60 * 60;
@@ -75,13 +76,13 @@ const SOLD_BETWEEN: Query = Query::new(
 /// on `redis` when the request already has a connection (on Spin every
 /// `open` is a new TCP connection), else on a new one.
 /// Best effort: a missing day key is rebuilt from Postgres when next read.
-pub fn count_sale(paid_at: DateTime<Utc>, lines: &[(i64, i64)], redis: Option<&Connection>) {
+pub fn count_sale(paid_at: DateTime<Utc>, lines: &[(i64, i64)], redis: Option<&Redis>) {
     let mut args = vec![RedisParameter::Int64(DAY_KEY_TTL_SECONDS)];
     for (product_id, quantity) in lines {
         args.push(RedisParameter::Int64(*product_id));
         args.push(RedisParameter::Int64(*quantity));
     }
-    let count = |redis: &Connection| {
+    let count = |redis: &Redis| {
         Script::new(COUNT_SALE)
             .run(redis, &[&day_key(paid_at.date_naive())], &args)
             .map_err(edge::redis::unavailable)
@@ -118,7 +119,7 @@ pub fn sold_in_postgres(
 /// (the caller answers from Postgres).
 pub fn sold_in_redis(
     db: &Db,
-    redis: &Connection,
+    redis: &Redis,
     first: NaiveDate,
     last: NaiveDate,
 ) -> Result<Vec<(i64, i64)>, Problem> {
@@ -151,7 +152,7 @@ pub fn sold_in_redis(
     ))
 }
 
-fn rebuild_day(db: &Db, redis: &Connection, day: NaiveDate) -> Result<(), Problem> {
+fn rebuild_day(db: &Db, redis: &Redis, day: NaiveDate) -> Result<(), Problem> {
     let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
     let sold = sold_in_postgres(db, start, start + Duration::days(1))?;
     let mut args = vec![

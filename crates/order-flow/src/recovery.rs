@@ -11,11 +11,12 @@
 
 use crate::{confirm, popular, undo, Undo};
 use edge::pg::{column, Db, Query};
+use edge::redis::Redis;
 use edge::redis::{text, Script};
 use edge::Problem;
 use serde::Serialize;
 use spin_sdk::pg4::ParameterValue;
-use spin_sdk::redis::{Connection, RedisParameter};
+use spin_sdk::redis::RedisParameter;
 
 /// The lock every runner takes.
 const LOCK_KEY: &str = "lock:order-recovery";
@@ -87,7 +88,7 @@ pub fn run(lock: Lock, pending_timeout_seconds: i64) -> Result<Summary, RunError
 
 /// `SET lock NX PX`; `None` when Redis is unavailable (recovery still runs:
 /// the conditional updates are the guarantee).
-fn take_lock() -> Result<Option<(Connection, String)>, RunError> {
+fn take_lock() -> Result<Option<(Redis, String)>, RunError> {
     let redis = match edge::redis::connect() {
         Ok(redis) => redis,
         Err(problem) => {
@@ -102,7 +103,7 @@ fn take_lock() -> Result<Option<(Connection, String)>, RunError> {
     let reply = redis.execute(
         "SET",
         &[
-            RedisParameter::Binary(LOCK_KEY.as_bytes().to_vec()),
+            RedisParameter::Binary(redis.key(LOCK_KEY).into_bytes()),
             RedisParameter::Binary(token.clone().into_bytes()),
             RedisParameter::Binary(b"NX".to_vec()),
             RedisParameter::Binary(b"PX".to_vec()),

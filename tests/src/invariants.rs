@@ -42,16 +42,18 @@ pub async fn money(db: &tokio_postgres::Client) -> Result<Vec<String>> {
 }
 
 /// Invariant 2 (stock): `0 ≤ reserved ≤ stock`, `initial stock = stock + Σ
-/// quantity of PAID orders`, and `reserved = Σ quantity held by unfinished
-/// orders` (nothing held by a finished one).
+/// (quantity − refunded quantity)` over lines of PAID, PARTIALLY_REFUNDED and
+/// REFUNDED orders, and `reserved = Σ quantity held by unfinished orders`
+/// (nothing held by a finished one); only paid lines have refunded units.
 pub async fn stock(db: &tokio_postgres::Client) -> Result<Vec<String>> {
     let rows = db
         .query(
             "SELECT p.id, p.stock, p.reserved, p.initial_stock,
                     coalesce(sold.units, 0)::int8 AS sold, coalesce(held.units, 0)::int8 AS held
              FROM products p
-             LEFT JOIN (SELECT i.product_id, sum(i.quantity) AS units FROM order_items i
-                        JOIN orders o ON o.id = i.order_id WHERE o.status = 'PAID' GROUP BY i.product_id) sold
+             LEFT JOIN (SELECT i.product_id, sum(i.quantity - i.refunded_quantity) AS units FROM order_items i
+                        JOIN orders o ON o.id = i.order_id
+                        WHERE o.status IN ('PAID', 'PARTIALLY_REFUNDED', 'REFUNDED') GROUP BY i.product_id) sold
                     ON sold.product_id = p.id
              LEFT JOIN (SELECT i.product_id, sum(i.quantity) AS units FROM order_items i
                         JOIN orders o ON o.id = i.order_id
@@ -64,7 +66,7 @@ pub async fn stock(db: &tokio_postgres::Client) -> Result<Vec<String>> {
             &[],
         )
         .await?;
-    Ok(rows
+    let mut violations: Vec<String> = rows
         .iter()
         .map(|r| {
             format!(
@@ -77,7 +79,23 @@ pub async fn stock(db: &tokio_postgres::Client) -> Result<Vec<String>> {
                 r.get::<_, i64>("held")
             )
         })
-        .collect())
+        .collect();
+    let refunded_unpaid = db
+        .query(
+            "SELECT i.order_id, i.product_id, o.status FROM order_items i JOIN orders o ON o.id = i.order_id
+             WHERE i.refunded_quantity <> 0 AND o.status NOT IN ('PARTIALLY_REFUNDED', 'REFUNDED')",
+            &[],
+        )
+        .await?;
+    violations.extend(refunded_unpaid.iter().map(|r| {
+        format!(
+            "order {} ({}) has refunded units of product {}",
+            r.get::<_, i64>(0),
+            r.get::<_, String>(2),
+            r.get::<_, i64>(1)
+        )
+    }));
+    Ok(violations)
 }
 
 /// Invariant 4 (orders) and the money side of orders: a PAID order has
@@ -92,7 +110,8 @@ pub async fn orders(db: &tokio_postgres::Client) -> Result<Vec<String>> {
                     count(l.id) AS entries, coalesce(-sum(l.amount), 0)::int8 AS paid
              FROM orders o LEFT JOIN wallet_ledger l ON l.order_id = o.id AND l.kind = 'PAYMENT'
              GROUP BY o.id
-             HAVING (o.status = 'PAID' AND (count(l.id) <> 1 OR -sum(l.amount) <> o.total_amount - o.discount_amount))
+             HAVING (o.status IN ('PAID', 'PARTIALLY_REFUNDED', 'REFUNDED')
+                     AND (count(l.id) <> 1 OR -sum(l.amount) <> o.total_amount - o.discount_amount))
                  OR (o.balance_deducted <> (count(l.id) = 1))
                  OR (o.status IN ('FAILED', 'CANCELLED') AND count(l.id) <> 0)",
             &[],
@@ -113,7 +132,7 @@ pub async fn orders(db: &tokio_postgres::Client) -> Result<Vec<String>> {
             "SELECT uc.id, uc.status, uc.order_id, o.status AS order_status
              FROM user_coupons uc LEFT JOIN orders o ON o.id = uc.order_id
              WHERE (uc.status = 'USED') <> (o.id IS NOT NULL AND o.coupon_applied
-                                            AND o.status IN ('PAID', 'PENDING', 'ON_HOLD'))",
+                                            AND o.status IN ('PAID', 'PARTIALLY_REFUNDED', 'PENDING', 'ON_HOLD'))",
             &[],
         )
         .await?;
@@ -124,6 +143,53 @@ pub async fn orders(db: &tokio_postgres::Client) -> Result<Vec<String>> {
             r.get::<_, String>("status"),
             r.get::<_, Option<i64>>("order_id"),
             r.get::<_, Option<String>>("order_status")
+        )
+    }));
+    // Refunds: the order's refunded amount is the sum of its REFUND entries
+    // and of its refund rows, at most what was paid, all of it once REFUNDED;
+    // each refund row's amount is its items' and it has one entry unless 0.
+    let refunds = db
+        .query(
+            "SELECT o.id, o.status, o.refunded_amount, o.total_amount - o.discount_amount AS paid,
+                    coalesce((SELECT sum(l.amount) FROM wallet_ledger l
+                              WHERE l.order_id = o.id AND l.kind = 'REFUND'), 0)::int8 AS entries,
+                    coalesce((SELECT sum(r.amount) FROM refunds r WHERE r.order_id = o.id), 0)::int8 AS rows
+             FROM orders o
+             WHERE o.refunded_amount <> coalesce((SELECT sum(l.amount) FROM wallet_ledger l
+                                                  WHERE l.order_id = o.id AND l.kind = 'REFUND'), 0)
+                OR o.refunded_amount <> coalesce((SELECT sum(r.amount) FROM refunds r WHERE r.order_id = o.id), 0)
+                OR o.refunded_amount > o.total_amount - o.discount_amount
+                OR (o.status = 'REFUNDED' AND o.refunded_amount <> o.total_amount - o.discount_amount)
+                OR (o.status = 'REFUNDED' AND EXISTS (SELECT 1 FROM order_items i
+                                                      WHERE i.order_id = o.id AND i.refunded_quantity <> i.quantity))
+                OR (o.status = 'PARTIALLY_REFUNDED' AND NOT EXISTS (SELECT 1 FROM order_items i
+                                                      WHERE i.order_id = o.id AND i.refunded_quantity <> i.quantity))",
+            &[],
+        )
+        .await?;
+    violations.extend(refunds.iter().map(|r| {
+        format!(
+            "order {} ({}): refunded {} of {} paid, REFUND entries {}, refund rows {}",
+            r.get::<_, i64>("id"),
+            r.get::<_, String>("status"),
+            r.get::<_, i64>("refunded_amount"),
+            r.get::<_, i64>("paid"),
+            r.get::<_, i64>("entries"),
+            r.get::<_, i64>("rows")
+        )
+    }));
+    let refund_rows = db
+        .query(
+            "SELECT r.id::text FROM refunds r
+             WHERE r.amount <> (SELECT coalesce(sum((item ->> 'amount')::int8), 0) FROM jsonb_array_elements(r.items) item)
+                OR (r.amount > 0) <> EXISTS (SELECT 1 FROM wallet_ledger l WHERE l.refund_id = r.id)",
+            &[],
+        )
+        .await?;
+    violations.extend(refund_rows.iter().map(|r| {
+        format!(
+            "refund {} does not match its items or its ledger entry",
+            r.get::<_, String>(0)
         )
     }));
     Ok(violations)

@@ -74,6 +74,9 @@ e2e! {
         duplicate_payment,
         popular_products,
         two_databases_on_one_redis_share_nothing,
+        cancel_and_partial_refunds,
+        a_closed_cancel_window_and_a_refund_above_the_balance_cap,
+        refunds_racing_across_two_instances,
         a_restored_database_answers_from_postgres_after_redis_reset,
     ],
     cron: [
@@ -1057,8 +1060,14 @@ fn private_server(app: &App) -> Option<String> {
     app._postgres.as_ref().map(PrivatePostgres::server_url)
 }
 
-/// The products ranked by popular products (`days=1`), as (product, units).
+/// The products ranked by popular products (`days=1`), as (product, units),
+/// computed now: answers cached for the 10 s SPEC §7 allows are dropped first.
 async fn ranking(app: &TestApp) -> Vec<(i64, i64)> {
+    let mut redis = app.redis().unwrap();
+    let cached: Vec<String> = redis.keys(app.redis_key("{popular}:answer:*")).unwrap();
+    if !cached.is_empty() {
+        redis.del::<_, ()>(cached).unwrap();
+    }
     let ranked = get(app, "/api/v1/products/popular?days=1&limit=20", None).await;
     assert_eq!(ranked.status, 200, "{}", ranked.text);
     ranked.body["items"]
@@ -1292,6 +1301,356 @@ async fn a_restored_database_answers_from_postgres_after_redis_reset(runtime: Ru
     assert_eq!(ranking(&restored).await, ranking_in_postgres(&restored).await);
     assert_eq!(ranking(&restored).await, [(product, 7)]);
     check_invariants(&restored).await;
+}
+
+async fn cancel(app: &TestApp, user: i64, order: i64, key: &str) -> Reply {
+    call(
+        app,
+        Method::POST,
+        &format!("/api/v1/orders/{order}/cancel"),
+        Some(user),
+        &[("idempotency-key", key)],
+        None,
+    )
+    .await
+}
+
+async fn refund(app: &TestApp, order: i64, key: &str, body: Value) -> Reply {
+    app.request(
+        Method::POST,
+        &format!("/api/v1/admin/orders/{order}/refunds"),
+        Some(&admin()),
+        &[("idempotency-key", key), ("content-type", "application/json")],
+        Some(body.to_string().into_bytes()),
+    )
+    .await
+    .unwrap()
+}
+
+fn refund_lines(lines: &[(i64, i64)]) -> Value {
+    json!({"items": lines.iter().map(|(p, q)| line(*p, *q)).collect::<Vec<_>>()})
+}
+
+async fn paid_order(app: &TestApp, user: i64, key: &str, body: Value) -> i64 {
+    let reply = order(app, user, key, body).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    reply.body["orderId"].as_i64().unwrap()
+}
+
+async fn stock_of(app: &TestApp, product: i64) -> i64 {
+    get(app, &format!("/api/v1/products/{product}"), None).await.body["stock"]
+        .as_i64()
+        .unwrap()
+}
+
+/// SPEC §8 end to end: the owner's cancel (money, stock, coupon, popular
+/// products back; replayed; refused once done), then an admin's partial
+/// refunds of an order priced with a discount, every refusal, and the views.
+async fn cancel_and_partial_refunds(runtime: Runtime) {
+    let app = start(&runtime, 1, &[]).await;
+    let (a, b) = (
+        new_product(&app, 1_000, 10).await,
+        new_product(&app, 3_000, 10).await,
+    );
+    let coupon = new_coupon(&app, 10, json!({})).await;
+    let user_coupon = issued(&app, coupon, 60).await;
+    fund(&app, 60, 100_000).await;
+    // 3 × 1,000 + 1 × 3,000 = 6,000, 1,000 off: each line's net is 2,500.
+    let body = json!({"items": [line(a, 3), line(b, 1)], "userCouponId": user_coupon});
+    let first = paid_order(&app, 60, "first", body.clone()).await;
+    assert_eq!(
+        get(&app, "/api/v1/wallet", Some(60)).await.body["balance"],
+        95_000
+    );
+    assert_eq!(ranking(&app).await, [(a, 3), (b, 1)]);
+
+    call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/orders/{first}/cancel"),
+        Some(60),
+        &[],
+        None,
+    )
+    .await
+    .assert_problem(400, "IDEMPOTENCY_KEY_REQUIRED");
+    cancel(&app, 61, first, "not-mine")
+        .await
+        .assert_problem(404, "ORDER_NOT_FOUND");
+    cancel(&app, 60, 999_999, "none")
+        .await
+        .assert_problem(404, "ORDER_NOT_FOUND");
+    let cancelled = cancel(&app, 60, first, "cancel-1").await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+    assert_eq!(cancelled.body["status"], "REFUNDED");
+    assert_eq!(cancelled.body["refundedAmount"], 5_000);
+    assert_eq!(cancelled.body["paidAmount"], 5_000);
+    assert_eq!(cancelled.body["balance"], 100_000, "the wallet after the refund");
+    let refunds = cancelled.body["refunds"].as_array().unwrap();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0]["amount"], 5_000);
+    assert_eq!(
+        refunds[0]["items"],
+        json!([{"productId": a, "quantity": 3, "amount": 2_500}, {"productId": b, "quantity": 1, "amount": 2_500}])
+    );
+    let replay = cancel(&app, 60, first, "cancel-1").await;
+    assert_eq!(
+        (replay.status, replay.header("idempotent-replayed")),
+        (200, Some("true"))
+    );
+    assert_eq!(replay.text, cancelled.text, "replayed byte for byte");
+    let again = cancel(&app, 60, first, "cancel-2").await;
+    again.assert_problem(409, "ORDER_NOT_REFUNDABLE");
+    assert_eq!(again.body["orderStatus"], "REFUNDED");
+    assert_eq!(
+        get(&app, "/api/v1/wallet", Some(60)).await.body["balance"],
+        100_000
+    );
+    assert_eq!((stock_of(&app, a).await, stock_of(&app, b).await), (10, 10));
+    assert_eq!(
+        ranking(&app).await,
+        Vec::<(i64, i64)>::new(),
+        "nothing sold any more"
+    );
+    let ledger = get(&app, "/api/v1/wallet/transactions", Some(60)).await;
+    assert_eq!(ledger.body["items"][0]["type"], "REFUND");
+    assert_eq!(ledger.body["items"][0]["amount"], 5_000);
+    assert_eq!(ledger.body["items"][0]["orderId"], first);
+
+    // The coupon is ISSUED again and pays for the next order.
+    let second = paid_order(&app, 60, "second", body).await;
+    assert_eq!(
+        get(&app, "/api/v1/wallet", Some(60)).await.body["balance"],
+        95_000
+    );
+
+    // Partial refunds by an admin.
+    let path = format!("/api/v1/admin/orders/{second}/refunds");
+    app.request(
+        Method::POST,
+        &path,
+        Some(&token(60, None)),
+        &[("idempotency-key", "x")],
+        None,
+    )
+    .await
+    .unwrap()
+    .assert_problem(403, "FORBIDDEN");
+    refund(&app, second, "bad", json!({"items": []}))
+        .await
+        .assert_problem(400, "INVALID_REQUEST");
+    refund(
+        &app,
+        second,
+        "bad",
+        json!({"items": [line(a, 1)], "reason": "x".repeat(501)}),
+    )
+    .await
+    .assert_problem(400, "INVALID_REQUEST");
+    refund(&app, 999_999, "none", refund_lines(&[(a, 1)]))
+        .await
+        .assert_problem(404, "ORDER_NOT_FOUND");
+    let stranger = refund(&app, second, "stranger", refund_lines(&[(a, 1), (999, 1)])).await;
+    stranger.assert_problem(400, "INVALID_REQUEST");
+    assert!(
+        stranger.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("items[1].productId"),
+        "{}",
+        stranger.text
+    );
+    let one = refund(
+        &app,
+        second,
+        "r1",
+        json!({"items": [line(a, 1)], "reason": "damaged"}),
+    )
+    .await;
+    assert_eq!(one.status, 201, "{}", one.text);
+    assert_eq!(one.body["amount"], 833, "floor(2,500 × 1 / 3)");
+    assert_eq!(one.body["orderStatus"], "PARTIALLY_REFUNDED");
+    assert_eq!(one.body["balance"], 95_833);
+    assert_eq!(
+        one.body["items"],
+        json!([{"productId": a, "quantity": 1, "amount": 833}])
+    );
+    assert_eq!(one.body["orderId"], second);
+    let too_many = refund(&app, second, "r2", refund_lines(&[(b, 1), (a, 3)])).await;
+    too_many.assert_problem(409, "REFUND_EXCEEDS_ORDER");
+    assert_eq!(too_many.body["productId"], a);
+    cancel(&app, 60, second, "cancel-partly")
+        .await
+        .assert_problem(409, "ORDER_NOT_REFUNDABLE");
+    assert_eq!(stock_of(&app, a).await, 8, "10 − 3 sold + 1 back");
+    assert_eq!(ranking(&app).await, [(a, 2), (b, 1)]);
+    let rest = refund(&app, second, "r3", refund_lines(&[(b, 1), (a, 2)])).await;
+    assert_eq!(rest.status, 201, "{}", rest.text);
+    assert_eq!(rest.body["amount"], 2_500 + 2_500 - 833);
+    assert_eq!(rest.body["orderStatus"], "REFUNDED");
+    assert_eq!(rest.body["balance"], 100_000);
+    refund(&app, second, "r4", refund_lines(&[(a, 1)]))
+        .await
+        .assert_problem(409, "ORDER_NOT_REFUNDABLE");
+    let replay = refund(
+        &app,
+        second,
+        "r1",
+        json!({"items": [line(a, 1)], "reason": "damaged"}),
+    )
+    .await;
+    assert_eq!(
+        (replay.status, replay.header("idempotent-replayed")),
+        (201, Some("true"))
+    );
+    assert_eq!(replay.body["refundId"], one.body["refundId"]);
+    refund(&app, second, "r1", refund_lines(&[(a, 1)]))
+        .await
+        .assert_problem(422, "IDEMPOTENCY_KEY_REUSED");
+
+    let detail = get(&app, &format!("/api/v1/orders/{second}"), Some(60)).await;
+    assert_eq!(detail.body["status"], "REFUNDED");
+    assert_eq!(detail.body["refundedAmount"], 5_000);
+    let ids: Vec<&Value> = detail.body["refunds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["refundId"])
+        .collect();
+    assert_eq!(
+        ids,
+        [&one.body["refundId"], &rest.body["refundId"]],
+        "oldest first"
+    );
+    let listed = get(&app, "/api/v1/orders", Some(60)).await;
+    assert_eq!(listed.body["items"][0]["refundedAmount"], 5_000);
+    assert!(listed.body["items"][0].get("refunds").is_none());
+    // The coupon is back once more.
+    let third = order(
+        &app,
+        60,
+        "third",
+        json!({"items": [line(a, 1)], "userCouponId": user_coupon}),
+    )
+    .await;
+    assert_eq!(
+        (third.status, &third.body["discountAmount"]),
+        (201, &json!(1_000)),
+        "{}",
+        third.text
+    );
+    assert_eq!(ranking(&app).await, ranking_in_postgres(&app).await);
+    check_invariants(&app).await;
+}
+
+/// `cancel_window_minutes = 0` turns cancelling off; a refund is never
+/// refused for the balance cap of charges (SPEC §1).
+async fn a_closed_cancel_window_and_a_refund_above_the_balance_cap(runtime: Runtime) {
+    let app = start(&runtime, 1, &[("SPIN_VARIABLE_CANCEL_WINDOW_MINUTES", "0")]).await;
+    let product = new_product(&app, 5_000, 10).await;
+    for (i, amount) in [1_000_000; 10].into_iter().enumerate() {
+        let reply = charge(&app, 70, &format!("fill-{i}"), amount).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+    }
+    let paid = paid_order(&app, 70, "buy", json!({"items": [line(product, 1)]})).await;
+    let reply = charge(&app, 70, "top-up", 5_000).await;
+    assert_eq!(
+        (reply.status, &reply.body["balance"]),
+        (201, &json!(10_000_000)),
+        "{}",
+        reply.text
+    );
+    cancel(&app, 70, paid, "too-late")
+        .await
+        .assert_problem(409, "CANCEL_WINDOW_CLOSED");
+    let back = refund(&app, paid, "refund", refund_lines(&[(product, 1)])).await;
+    assert_eq!(back.status, 201, "{}", back.text);
+    assert_eq!(
+        back.body["balance"], 10_005_000,
+        "above the cap: refunds are not capped"
+    );
+    charge(&app, 70, "over", 1_000)
+        .await
+        .assert_problem(409, "BALANCE_LIMIT_EXCEEDED");
+    check_invariants(&app).await;
+}
+
+/// §8 under concurrency, across two instances: a hundred cancels of one
+/// order with different keys make one refund; a hundred one-unit refunds
+/// race for twenty units; a cancel races new orders for its coupon.
+async fn refunds_racing_across_two_instances(runtime: Runtime) {
+    let app = start(&runtime, 2, &[]).await;
+    let product = new_product(&app, 1_000, 1_000).await;
+    fund(&app, 80, 1_000_000).await;
+
+    let once = paid_order(&app, 80, "once", json!({"items": [line(product, 5)]})).await;
+    let replies = all_at_once(100, |i| {
+        let app = &app;
+        async move { cancel(app, 80, once, &format!("c-{i}")).await }
+    })
+    .await;
+    let counts = tally(&replies);
+    assert_eq!(counts.get(&(200, "REFUNDED".to_owned())), Some(&1), "{counts:?}");
+    assert_eq!(
+        counts.get(&(409, "ORDER_NOT_REFUNDABLE".to_owned())),
+        Some(&99),
+        "{counts:?}"
+    );
+
+    let units = paid_order(&app, 80, "units", json!({"items": [line(product, 20)]})).await;
+    let replies = all_at_once(100, |i| {
+        let app = &app;
+        async move { refund(app, units, &format!("u-{i}"), refund_lines(&[(product, 1)])).await }
+    })
+    .await;
+    let refunded: i64 = replies
+        .iter()
+        .filter(|r| r.status == 201)
+        .map(|r| r.body["amount"].as_i64().unwrap())
+        .sum();
+    let counts = tally(&replies);
+    assert_eq!(
+        replies.iter().filter(|r| r.status == 201).count(),
+        20,
+        "{counts:?}"
+    );
+    for reply in replies.iter().filter(|r| r.status != 201) {
+        assert_eq!(reply.status, 409, "{}", reply.text);
+        assert!(
+            ["REFUND_EXCEEDS_ORDER", "ORDER_NOT_REFUNDABLE"].contains(&reply.body["code"].as_str().unwrap()),
+            "{}",
+            reply.text
+        );
+    }
+    assert_eq!(refunded, 20_000, "every unit once, the whole payment");
+
+    // A cancel against twenty new orders that want the same coupon: the coupon
+    // ends used by at most one order, and by one only if the cancel gave it back.
+    let coupon = new_coupon(&app, 1, json!({})).await;
+    let user_coupon = issued(&app, coupon, 80).await;
+    let with_coupon = json!({"items": [line(product, 2)], "userCouponId": user_coupon});
+    let holder = paid_order(&app, 80, "holder", with_coupon.clone()).await;
+    let (cancelled, orders) = tokio::join!(
+        cancel(&app, 80, holder, "give-back"),
+        all_at_once(20, |i| {
+            let (app, body) = (&app, with_coupon.clone());
+            async move { order(app, 80, &format!("wants-{i}"), body).await }
+        })
+    );
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+    let took = orders.iter().filter(|r| r.status == 201).count();
+    assert!(took <= 1, "one coupon, {took} orders: {:?}", tally(&orders));
+    for reply in orders.iter().filter(|r| r.status != 201) {
+        reply.assert_problem(409, "COUPON_ALREADY_USED");
+    }
+    let coupon_state = get(&app, "/api/v1/me/coupons", Some(80)).await;
+    let expected = if took == 1 { "USED" } else { "ISSUED" };
+    assert_eq!(
+        coupon_state.body["items"][0]["status"], expected,
+        "{}",
+        coupon_state.text
+    );
+    check_invariants(&app).await;
 }
 
 /// Wait until no order is unfinished, at most `within`.

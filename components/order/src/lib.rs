@@ -1,11 +1,12 @@
 //! SPEC §4 and §6: placing and paying for orders (idempotent), and reading
-//! them back. The steps themselves live in `order-flow`, shared with recovery.
+//! them back; §8: the owner's cancel and an admin's partial refund. The steps
+//! and the refund statement live in `order-flow`, shared with recovery.
 
 use commerce::order::{price, OrderStatus, PricingError};
 use commerce::page::split_page;
 use commerce::{ErrorCode, Rejection};
 use edge::auth::{self, Caller};
-use edge::bodies::OrderBody;
+use edge::bodies::{CancelBody, OrderBody, RefundBody};
 use edge::idempotency::{self, Claim};
 use edge::input::{json_body, page};
 use edge::pg::Db;
@@ -14,6 +15,7 @@ use edge::respond::{self, Page};
 use edge::router::{dispatch, get, post, Params};
 use edge::{ApiResult, Problem};
 use order_flow::recovery::{self, RunError};
+use order_flow::refund::{self as refunds, Asker, Outcome, Refunded};
 use order_flow::view::{self, Item, PaidOrder, Select};
 use order_flow::{Created, Failpoints, NewOrder, StepError, Undo};
 use serde::Serialize;
@@ -22,6 +24,9 @@ use spin_sdk::http_component;
 
 /// The idempotency scope of order placement.
 const PLACE_ROUTE: &str = "orders.place";
+/// The idempotency scopes of §8, each with the order id after it.
+const CANCEL_ROUTE: &str = "orders.cancel";
+const REFUND_ROUTE: &str = "admin.orders.refund";
 
 #[http_component]
 fn handle(req: Request) -> Response {
@@ -31,6 +36,8 @@ fn handle(req: Request) -> Response {
             post("/api/v1/orders", place_order),
             get("/api/v1/orders", list_orders),
             get("/api/v1/orders/{id}", get_order),
+            post("/api/v1/orders/{id}/cancel", cancel_order),
+            post("/api/v1/admin/orders/{id}/refunds", refund_order),
             post("/api/v1/admin/recovery/run", run_recovery),
         ],
     )
@@ -216,22 +223,174 @@ fn get_order(req: &Request, params: &Params) -> ApiResult {
     let caller: Caller = auth::authenticate(req)?;
     let order_id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
     let db = Db::connect()?;
-    match view::load(
-        &db,
-        Select::Id {
-            user_id: caller.user_id,
-            order_id,
-        },
-    )?
-    .first()
-    {
-        Some(order) => Ok(respond::ok(&order.detail())),
+    Ok(respond::ok(&full_detail(&db, caller.user_id, order_id, None)?))
+}
+
+/// `GET /orders/{id}`'s body, with its refunds; `balance` replaces the
+/// payment's balance (a cancel answers with the wallet after the refund).
+fn full_detail(
+    db: &Db,
+    user_id: i64,
+    order_id: i64,
+    balance: Option<i64>,
+) -> Result<serde_json::Value, Problem> {
+    let Some(order) = view::load(db, Select::Id { user_id, order_id })?
+        .into_iter()
+        .next()
+    else {
         // Another user's order is as good as absent.
-        None => Err(Problem::new(
+        return Err(Problem::new(
             ErrorCode::OrderNotFound,
             format!("you have no order {order_id}"),
-        )),
+        ));
+    };
+    let mut detail = order.detail();
+    detail.refunds = Some(refunds::refunds_of(db, order_id)?);
+    if balance.is_some() {
+        detail.balance = balance;
     }
+    Ok(serde_json::to_value(&detail).expect("order views serialise"))
+}
+
+/// SPEC §8: the owner cancels a paid order — a full refund, within
+/// `cancel_window_minutes` of payment.
+fn cancel_order(req: &Request, params: &Params) -> ApiResult {
+    let caller = auth::authenticate(req)?;
+    let order_id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
+    let key = idempotency::key_of(req)?;
+    // No body and `{}` are the same request.
+    if !req.body().is_empty() {
+        json_body::<CancelBody>(req)?;
+    }
+    let asker = Asker::Owner {
+        user_id: caller.user_id,
+        window_minutes: cancel_window_minutes()?,
+    };
+    let route = format!("{CANCEL_ROUTE}:{order_id}");
+    let fingerprint = idempotency::fingerprint(&route, &());
+    let db = Db::connect()?;
+    match idempotency::claim(&caller, &route, key, fingerprint)? {
+        Claim::Answered(response) => Ok(response),
+        Claim::Owned(owned) => {
+            let outcome = refunds::order_to_refund(&db, asker, order_id).and_then(|order| {
+                let everything = commerce::refund::RefundRequest::everything(&refunds::paid_lines(&order));
+                let answer =
+                    |refunded: &Refunded| full_detail(&db, caller.user_id, order_id, Some(refunded.balance));
+                match refunds::refund(
+                    &db,
+                    asker,
+                    &order,
+                    &everything,
+                    owned.key.as_str(),
+                    &owned.fingerprint,
+                )? {
+                    Outcome::Refunded(refunded) => {
+                        take_off_popular(&refunded, owned.redis());
+                        Ok(respond::ok(&answer(&refunded)?))
+                    }
+                    Outcome::Duplicate(refunded) => Ok(replayed(respond::ok(&answer(&refunded)?))),
+                    Outcome::Refused(problem) => Err(problem),
+                }
+            });
+            Ok(owned.finish(outcome))
+        }
+    }
+}
+
+/// SPEC §8: an admin refunds units of a paid order, of any age.
+fn refund_order(req: &Request, params: &Params) -> ApiResult {
+    let admin = auth::authenticate_admin(req)?;
+    let order_id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
+    let key = idempotency::key_of(req)?;
+    let request = json_body::<RefundBody>(req)?.into_refund_request()?;
+    let asker = Asker::Admin {
+        user_id: admin.user_id,
+    };
+    let route = format!("{REFUND_ROUTE}:{order_id}");
+    let canonical: (Vec<(i64, i64)>, &Option<String>) = (
+        request.lines.iter().map(|l| (l.product_id, l.quantity)).collect(),
+        &request.reason,
+    );
+    let fingerprint = idempotency::fingerprint(&route, &canonical);
+    let db = Db::connect()?;
+    match idempotency::claim(&admin, &route, key, fingerprint)? {
+        Claim::Answered(response) => Ok(response),
+        Claim::Owned(owned) => {
+            let outcome = refunds::order_to_refund(&db, asker, order_id).and_then(|order| {
+                match refunds::refund(
+                    &db,
+                    asker,
+                    &order,
+                    &request,
+                    owned.key.as_str(),
+                    &owned.fingerprint,
+                )? {
+                    Outcome::Refunded(refunded) => {
+                        take_off_popular(&refunded, owned.redis());
+                        Ok(refund_created(order_id, &refunded))
+                    }
+                    Outcome::Duplicate(refunded) => Ok(replayed(refund_created(order_id, &refunded))),
+                    Outcome::Refused(problem) => Err(problem),
+                }
+            });
+            Ok(owned.finish(outcome))
+        }
+    }
+}
+
+/// The `201` of a partial refund.
+fn refund_created(order_id: i64, refunded: &Refunded) -> Response {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Created<'a> {
+        refund_id: &'a str,
+        order_id: i64,
+        amount: i64,
+        items: &'a [refunds::RefundedItem],
+        order_status: &'static str,
+        balance: i64,
+        created_at: &'a str,
+    }
+    respond::json(
+        201,
+        &Created {
+            refund_id: &refunded.refund.refund_id,
+            order_id,
+            amount: refunded.refund.amount,
+            items: &refunded.refund.items,
+            order_status: refunded.order_status.as_str(),
+            balance: refunded.balance,
+            created_at: &refunded.refund.created_at,
+        },
+    )
+}
+
+/// An answer rebuilt from the Postgres backstop, marked as a replay.
+fn replayed(response: Response) -> Response {
+    let status = *response.status();
+    idempotency::replay(status, "application/json", response.into_body())
+}
+
+/// Refunded units no longer count for popular products, on the day the order
+/// was paid (best effort, as counting the sale was).
+fn take_off_popular(refunded: &Refunded, redis: Option<&Redis>) {
+    let Some(paid_at) = refunded.paid_at else { return };
+    let lines: Vec<(i64, i64)> = refunded
+        .refund
+        .items
+        .iter()
+        .map(|item| (item.product_id, -item.quantity))
+        .collect();
+    order_flow::popular::count_sale(paid_at, &lines, redis);
+}
+
+/// How long after payment the owner may cancel; 0 turns cancelling off.
+fn cancel_window_minutes() -> Result<i64, Problem> {
+    edge::config::variable("cancel_window_minutes")?
+        .parse::<i64>()
+        .ok()
+        .filter(|minutes| *minutes >= 0)
+        .ok_or_else(|| Problem::unavailable("the variable cancel_window_minutes is not a number of minutes"))
 }
 
 fn list_orders(req: &Request, _: &Params) -> ApiResult {

@@ -82,6 +82,10 @@ error_codes! {
     CouponAlreadyUsed => ("COUPON_ALREADY_USED", 409, "The coupon has already been used"),
     CouponExpired => ("COUPON_EXPIRED", 409, "The coupon has expired"),
     CouponMinOrderNotMet => ("COUPON_MIN_ORDER_NOT_MET", 409, "The order is below the coupon's minimum"),
+    // Cancellation and refunds (§8).
+    OrderNotRefundable => ("ORDER_NOT_REFUNDABLE", 409, "The order cannot be refunded this way"),
+    CancelWindowClosed => ("CANCEL_WINDOW_CLOSED", 409, "The time to cancel this order has passed"),
+    RefundExceedsOrder => ("REFUND_EXCEEDS_ORDER", 409, "More units than remain to refund"),
     // Recovery (§5).
     RecoveryInProgress => ("RECOVERY_IN_PROGRESS", 409, "A recovery run is already in progress"),
 }

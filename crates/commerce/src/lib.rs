@@ -14,6 +14,7 @@ pub mod order;
 pub mod page;
 pub mod popular;
 pub mod product;
+pub mod refund;
 pub mod wallet;
 
 pub use error::{ErrorCode, Rejection};

@@ -27,46 +27,53 @@ pub struct OrderRequest {
 
 impl OrderRequest {
     pub fn new(lines: Vec<Line>, user_coupon_id: Option<i64>) -> Result<OrderRequest, Rejection> {
-        if lines.is_empty() || lines.len() > MAX_ITEMS {
-            return Err(Rejection::invalid(
-                "items",
-                format!("must hold 1 to {MAX_ITEMS} products"),
-            ));
-        }
-        let mut seen = BTreeMap::new();
-        for (i, line) in lines.iter().enumerate() {
-            if line.product_id <= 0 {
-                return Err(Rejection::invalid(
-                    &format!("items[{i}].productId"),
-                    "must be a positive integer",
-                ));
-            }
-            if !(1..=MAX_QUANTITY).contains(&line.quantity) {
-                return Err(Rejection::invalid(
-                    &format!("items[{i}].quantity"),
-                    format!("must be from 1 to {MAX_QUANTITY}"),
-                ));
-            }
-            if seen.insert(line.product_id, *line).is_some() {
-                return Err(Rejection::invalid(
-                    &format!("items[{i}].productId"),
-                    format!(
-                        "product {} appears twice; send one line per product",
-                        line.product_id
-                    ),
-                ));
-            }
-        }
+        let lines = validate_lines(lines)?;
         if let Some(id) = user_coupon_id {
             if id <= 0 {
                 return Err(Rejection::invalid("userCouponId", "must be a positive integer"));
             }
         }
         Ok(OrderRequest {
-            lines: seen.into_values().collect(),
+            lines,
             user_coupon_id,
         })
     }
+}
+
+/// The `items` of an order or a refund: 1–50 distinct positive product ids,
+/// quantities 1–1000; answered sorted by product id.
+pub fn validate_lines(lines: Vec<Line>) -> Result<Vec<Line>, Rejection> {
+    if lines.is_empty() || lines.len() > MAX_ITEMS {
+        return Err(Rejection::invalid(
+            "items",
+            format!("must hold 1 to {MAX_ITEMS} products"),
+        ));
+    }
+    let mut seen = BTreeMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.product_id <= 0 {
+            return Err(Rejection::invalid(
+                &format!("items[{i}].productId"),
+                "must be a positive integer",
+            ));
+        }
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            return Err(Rejection::invalid(
+                &format!("items[{i}].quantity"),
+                format!("must be from 1 to {MAX_QUANTITY}"),
+            ));
+        }
+        if seen.insert(line.product_id, *line).is_some() {
+            return Err(Rejection::invalid(
+                &format!("items[{i}].productId"),
+                format!(
+                    "product {} appears twice; send one line per product",
+                    line.product_id
+                ),
+            ));
+        }
+    }
+    Ok(seen.into_values().collect())
 }
 
 /// A line with its price snapshot.
@@ -201,6 +208,10 @@ pub enum OrderStatus {
     Paid,
     Failed,
     Cancelled,
+    /// Paid, and some units refunded (SPEC §8).
+    PartiallyRefunded,
+    /// Paid, and every unit refunded.
+    Refunded,
 }
 
 impl OrderStatus {
@@ -211,6 +222,8 @@ impl OrderStatus {
             OrderStatus::Paid => "PAID",
             OrderStatus::Failed => "FAILED",
             OrderStatus::Cancelled => "CANCELLED",
+            OrderStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
+            OrderStatus::Refunded => "REFUNDED",
         }
     }
 
@@ -221,6 +234,8 @@ impl OrderStatus {
             OrderStatus::Paid,
             OrderStatus::Failed,
             OrderStatus::Cancelled,
+            OrderStatus::PartiallyRefunded,
+            OrderStatus::Refunded,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -229,7 +244,11 @@ impl OrderStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            OrderStatus::Paid | OrderStatus::Failed | OrderStatus::Cancelled
+            OrderStatus::Paid
+                | OrderStatus::Failed
+                | OrderStatus::Cancelled
+                | OrderStatus::PartiallyRefunded
+                | OrderStatus::Refunded
         )
     }
 }

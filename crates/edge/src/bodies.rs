@@ -15,6 +15,7 @@
 use commerce::coupon::{CouponInput, NewCoupon};
 use commerce::order::{Line, OrderRequest};
 use commerce::product::NewProduct;
+use commerce::refund::RefundRequest;
 use commerce::wallet::ChargeAmount;
 use commerce::Rejection;
 use serde::{Deserialize, Serialize};
@@ -47,7 +48,9 @@ objects_only!(
     CreateProductBody,
     CreateCouponBody,
     OrderBody,
-    LineBody
+    LineBody,
+    CancelBody,
+    RefundBody
 );
 
 /// `POST /api/v1/wallet/charge`. Serialisable: it is the charge's fingerprint.
@@ -144,6 +147,34 @@ impl OrderBody {
             })
             .collect();
         OrderRequest::new(lines, self.user_coupon_id)
+    }
+}
+
+/// `POST /api/v1/orders/{id}/cancel`: no body, or an empty object.
+#[derive(Debug, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct CancelBody {}
+
+/// `POST /api/v1/admin/orders/{id}/refunds`.
+#[derive(Debug, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct RefundBody {
+    pub items: Vec<LineBody>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl RefundBody {
+    pub fn into_refund_request(self) -> Result<RefundRequest, Rejection> {
+        let lines = self
+            .items
+            .into_iter()
+            .map(|line| Line {
+                product_id: line.product_id,
+                quantity: line.quantity,
+            })
+            .collect();
+        RefundRequest::new(lines, self.reason)
     }
 }
 

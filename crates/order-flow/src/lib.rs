@@ -21,6 +21,7 @@
 mod failpoint;
 pub mod popular;
 pub mod recovery;
+pub mod refund;
 pub mod view;
 
 pub use failpoint::Failpoints;

@@ -63,13 +63,15 @@ table.insert(union, 'WITHSCORES')
 return {1, redis.call(unpack(union))}
 ";
 
-/// Units of PAID orders per product paid in `[from, until)`.
+/// Units sold and not refunded per product, of orders paid in `[from, until)`.
 const SOLD_BETWEEN: Query = Query::new(
-    "SELECT i.product_id, sum(i.quantity)::int8 AS units
+    "SELECT i.product_id, sum(i.quantity - i.refunded_quantity)::int8 AS units
     FROM orders o JOIN order_items i ON i.order_id = o.id
-    WHERE o.status = 'PAID' AND o.paid_at >= $1::timestamp AT TIME ZONE 'UTC'
+    WHERE o.status IN ('PAID', 'PARTIALLY_REFUNDED', 'REFUNDED')
+      AND o.paid_at >= $1::timestamp AT TIME ZONE 'UTC'
       AND o.paid_at < $2::timestamp AT TIME ZONE 'UTC'
-    GROUP BY i.product_id",
+    GROUP BY i.product_id
+    HAVING sum(i.quantity - i.refunded_quantity) > 0",
 );
 
 /// Count a paid order's lines (product id, quantity) on the day it was paid,

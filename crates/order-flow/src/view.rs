@@ -2,6 +2,7 @@
 //! paid order and its replay from the Postgres backstop are built by the same
 //! code from the same values, so they are the same bytes.
 
+use crate::refund::RefundView;
 use commerce::order::OrderStatus;
 use edge::pg::{column, instant, rfc3339, Db, Query};
 use edge::Problem;
@@ -11,6 +12,7 @@ use spin_sdk::pg4::{ParameterValue, Row};
 /// An order's columns, times read as UTC, with its PAYMENT balance.
 const ORDER_COLUMNS: &str = "
 SELECT o.id, o.user_id, o.status, o.user_coupon_id, o.total_amount, o.discount_amount, o.balance_deducted,
+       o.refunded_amount,
        o.request_fingerprint, o.failure_code, o.failure_detail, o.failure_product_id,
        o.created_at AT TIME ZONE 'UTC' AS created_at, o.paid_at AT TIME ZONE 'UTC' AS paid_at,
        (SELECT l.balance_after FROM wallet_ledger l WHERE l.order_id = o.id AND l.kind = 'PAYMENT') AS balance
@@ -41,6 +43,7 @@ pub struct Order {
     pub total_amount: i64,
     pub discount_amount: i64,
     pub balance_deducted: bool,
+    pub refunded_amount: i64,
     pub request_fingerprint: String,
     pub failure_code: Option<String>,
     pub failure_detail: Option<String>,
@@ -116,6 +119,11 @@ pub struct OrderDetail<'a> {
     pub paid_at: Option<String>,
     pub created_at: String,
     pub user_coupon_id: Option<i64>,
+    /// What was given back (SPEC §8), 0 before any refund.
+    pub refunded_amount: i64,
+    /// The refunds, oldest first: on `GET /orders/{id}` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunds: Option<Vec<RefundView>>,
 }
 
 impl Order {
@@ -131,6 +139,7 @@ impl Order {
             total_amount: column(row, "total_amount")?,
             discount_amount: column(row, "discount_amount")?,
             balance_deducted: column(row, "balance_deducted")?,
+            refunded_amount: column(row, "refunded_amount")?,
             request_fingerprint: column(row, "request_fingerprint")?,
             failure_code: column(row, "failure_code")?,
             failure_detail: column(row, "failure_detail")?,
@@ -150,9 +159,14 @@ impl Order {
         }
     }
 
-    /// The `201` body, if the order is paid.
+    /// The `201` that placing the order answered, if it was paid (refunds
+    /// since do not change what that answer was).
     pub fn paid_view(&self) -> Option<PaidOrder<'_>> {
-        let paid_at = self.paid_at.filter(|_| self.status == OrderStatus::Paid)?;
+        let was_paid = matches!(
+            self.status,
+            OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded
+        );
+        let paid_at = self.paid_at.filter(|_| was_paid)?;
         Some(PaidOrder::new(
             self.id,
             &self.items,
@@ -175,6 +189,8 @@ impl Order {
             paid_at: self.paid_at.map(rfc3339),
             created_at: rfc3339(self.created_at),
             user_coupon_id: self.user_coupon_id,
+            refunded_amount: self.refunded_amount,
+            refunds: None,
         }
     }
 }

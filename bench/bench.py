@@ -462,6 +462,45 @@ def workload_orders(app, scale, products, connections=None, hot=False):
                connections=connections or scale["connections"])
 
 
+def seed_paid_orders(app, orders):
+    """`orders` PAID orders, one per user (order id = user id), of 4 units of
+    product 1 + id % 100 at 1,000 KRW, with their payments, wallets and stock
+    as the app would have left them (the invariants hold)."""
+    app.sql("INSERT INTO products (name, price, stock, initial_stock) "
+            "SELECT 'product ' || g, 1000, 1000000, 1000000 FROM generate_series(1, 100) g")
+    app.sql(f"WITH o AS (INSERT INTO orders (user_id, idempotency_key, request_fingerprint, status, total_amount, "
+            f"balance_deducted, paid_at) SELECT g, 'seed', 'seed', 'PAID', 4000, true, now() "
+            f"FROM generate_series(1, {orders}) g RETURNING id) "
+            f"INSERT INTO order_items (order_id, product_id, quantity, unit_price) SELECT id, 1 + id % 100, 4, 1000 FROM o")
+    app.sql("UPDATE products p SET stock = p.stock - s.units FROM (SELECT product_id, sum(quantity) AS units "
+            "FROM order_items GROUP BY product_id) s WHERE p.id = s.product_id")
+    app.sql(f"INSERT INTO wallets (user_id, balance) SELECT g, 100000 FROM generate_series(1, {orders}) g")
+    app.sql(f"INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, charge_key) "
+            f"SELECT g, 'CHARGE', 104000, 104000, 'seed' FROM generate_series(1, {orders}) g")
+    app.sql(f"INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, order_id) "
+            f"SELECT g, 'PAYMENT', -4000, 100000, g FROM generate_series(1, {orders}) g")
+
+
+def workload_refunds(app, scale):
+    total = scale["refund_requests"]
+    orders = total // 2
+    seed_paid_orders(app, orders)
+    admin = tempfile.NamedTemporaryFile("w", delete=False, suffix=".tokens")
+    admin.write(token(1, "admin") + "\n")
+    admin.close()
+    n = len(app.hosts)
+    result = wrk([h.url for h in app.hosts], "refund.lua", lambda i: [admin.name, total // (2 * n), orders, i],
+                 connections=scale["connections"])
+    refunds = int(app.sql("SELECT count(*) FROM refunds"))
+    units = int(app.sql("SELECT coalesce(sum(refunded_quantity), 0) FROM order_items"))
+    answered = result["statuses"].get("201", 0)
+    result["check"] = {"refunds": refunds, "refunded_units": units, "answered_201": answered}
+    # One unit per refund, and every 201 is a refund (wrk may stop before the
+    # last answers arrive, so there can be more refunds than 201s seen).
+    result["ok_extra"] = units == refunds and answered <= refunds
+    return result
+
+
 def workload_charges(app, scale):
     n = len(app.hosts)
     tokens = [tokens_file(range(1 + i, 1001, n)) for i in range(n)]
@@ -650,8 +689,10 @@ def main():
     checker = os.path.join(ROOT, "target/debug/check-invariants")
     runs = 1 if args.smoke else args.runs
     scale = {"connections": 8, "coupon_requests": 400, "order_requests": 200, "charge_requests": 200,
+             "refund_requests": 200,
              "read_requests": 300, "raw_requests": 2000, "raw_seconds": 2, "noop_seconds": 2, "scale_out_connections": 32} if args.smoke else \
             {"connections": 64, "coupon_requests": 20000, "order_requests": 5000, "charge_requests": 5000,
+             "refund_requests": 5000,
              "read_requests": 20000, "raw_requests": 20000, "raw_seconds": 10, "noop_seconds": 5,
              "scale_out_connections": 256}
     redis = Redis()
@@ -680,6 +721,7 @@ def main():
             "coupon storm (unlimited)": lambda app: workload_coupon(app, scale, 1_000_000_000),
             "order storm (100 products)": lambda app: workload_orders(app, scale, 100),
             "hot product": lambda app: workload_orders(app, scale, 1, hot=True),
+            "refund storm": lambda app: workload_refunds(app, scale),
             "charges": lambda app: workload_charges(app, scale),
             "reads": lambda app: workload_reads(app, scale),
         }

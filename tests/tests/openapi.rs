@@ -306,6 +306,91 @@ async fn real_responses_match_the_served_openapi_document() {
         &app.get("/api/v1/orders/987654", user_token).await.unwrap(),
     );
 
+    // Cancellation and refunds (§8).
+    db.execute(
+        "UPDATE wallets SET balance = balance + 100000 WHERE user_id = 2",
+        &[],
+    )
+    .await
+    .unwrap();
+    let to_cancel = place("o5", line.clone()).await;
+    assert_eq!(to_cancel.status, 201, "{}", to_cancel.text);
+    let to_cancel = to_cancel.body["orderId"].as_i64().unwrap();
+    let paid = app.get("/api/v1/orders", user_token).await.unwrap().body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["status"] == "PAID" && o["orderId"] != to_cancel)
+        .map(|o| o["orderId"].as_i64().unwrap())
+        .unwrap();
+    let post = |path: String, who: String, key: Option<&'static str>, body: Option<serde_json::Value>| {
+        let app = &app;
+        async move {
+            let mut headers = vec![("content-type", "application/json")];
+            headers.extend(key.map(|k| ("idempotency-key", k)));
+            app.request(
+                reqwest::Method::POST,
+                &path,
+                Some(&who),
+                &headers,
+                body.map(|b| b.to_string().into_bytes()),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let cancel = |order: i64| format!("/api/v1/orders/{order}/cancel");
+    let cancelled = post(cancel(to_cancel), user.clone(), Some("c1"), Some(json!({}))).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+    check("POST", "/api/v1/orders/{id}/cancel", &cancelled);
+    for reply in [
+        post(cancel(to_cancel), user.clone(), Some("c2"), None).await,
+        post(cancel(987654), user.clone(), Some("c3"), None).await,
+        post(cancel(to_cancel), user.clone(), None, None).await,
+        post(
+            cancel(to_cancel),
+            user.clone(),
+            Some("c4"),
+            Some(json!({"why": 1})),
+        )
+        .await,
+    ] {
+        check("POST", "/api/v1/orders/{id}/cancel", &reply);
+    }
+    let refunds = |order: i64| format!("/api/v1/admin/orders/{order}/refunds");
+    let one = json!({"items": [{"productId": id, "quantity": 1}], "reason": "damaged"});
+    let refunded = post(refunds(paid), admin.clone(), Some("r1"), Some(one.clone())).await;
+    assert_eq!(refunded.status, 201, "{}", refunded.text);
+    check("POST", "/api/v1/admin/orders/{id}/refunds", &refunded);
+    for reply in [
+        post(refunds(paid), admin.clone(), Some("r2"), Some(one.clone())).await,
+        post(refunds(987654), admin.clone(), Some("r3"), Some(one.clone())).await,
+        post(
+            refunds(paid),
+            admin.clone(),
+            Some("r4"),
+            Some(json!({"items": []})),
+        )
+        .await,
+        post(refunds(paid), user.clone(), Some("r5"), Some(one.clone())).await,
+        post(
+            refunds(paid),
+            admin.clone(),
+            Some("r1"),
+            Some(json!({"items": [{"productId": id, "quantity": 2}]})),
+        )
+        .await,
+    ] {
+        check("POST", "/api/v1/admin/orders/{id}/refunds", &reply);
+    }
+    check(
+        "GET",
+        "/api/v1/orders/{id}",
+        &app.get(&format!("/api/v1/orders/{paid}"), user_token)
+            .await
+            .unwrap(),
+    );
+
     // Popular products (§7).
     check(
         "GET",

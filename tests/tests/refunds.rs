@@ -188,3 +188,72 @@ async fn postgres_crashing_in_a_refund_storm_leaves_every_refund_whole_or_absent
     assert_refunds_kept(&db, &quiet).await;
     invariants::assert_all(&db).await;
 }
+
+/// The owner's cancels and an admin's one-unit refunds of the same order, all
+/// at once across two instances (also run with race windows, `./dev race`):
+/// either a cancel wins before any refund (one refund of everything) or the
+/// refunds share the units and every cancel is refused — never both, never a
+/// unit twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancels_racing_partial_refunds_never_refund_a_unit_twice() {
+    let app = TestApp::start(2).await.unwrap();
+    let item = product(&app, 1_000, 100).await;
+    fund(&app, 7, 100_000).await;
+    let order = paid_order(&app, 7, item, 10).await;
+    let post = |i: usize, owner: bool| {
+        let base = app.hosts[i % 2].base_url.clone();
+        let client = app.client.clone();
+        async move {
+            let (url, who, body) = if owner {
+                (
+                    format!("{base}/api/v1/orders/{order}/cancel"),
+                    token(7, None),
+                    None,
+                )
+            } else {
+                let body = json!({"items": [{"productId": item, "quantity": 1}]});
+                (
+                    format!("{base}/api/v1/admin/orders/{order}/refunds"),
+                    token(1, Some("admin")),
+                    Some(body.to_string().into_bytes()),
+                )
+            };
+            let key = format!("race-{i}");
+            let headers = [
+                ("idempotency-key", key.as_str()),
+                ("content-type", "application/json"),
+            ];
+            send(&client, reqwest::Method::POST, &url, Some(&who), &headers, body)
+                .await
+                .unwrap()
+        }
+    };
+    let replies = futures::future::join_all((0..40).map(|i| post(i, i % 4 == 0))).await;
+    let cancelled = replies.iter().filter(|r| r.status == 200).count();
+    let refunded = replies.iter().filter(|r| r.status == 201).count();
+    for reply in replies.iter().filter(|r| r.status >= 300) {
+        assert_eq!(reply.status, 409, "{}", reply.text);
+    }
+    let db = app.pg().await.unwrap();
+    let (units, amount): (i64, i64) = {
+        let row = db
+            .query_one(
+                "SELECT i.refunded_quantity, o.refunded_amount FROM orders o
+                 JOIN order_items i ON i.order_id = o.id WHERE o.id = $1",
+                &[&order],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    match cancelled {
+        1 => assert_eq!(
+            (refunded, units, amount),
+            (0, 10, 10_000),
+            "a cancel refunds everything, alone"
+        ),
+        0 => assert_eq!((units, amount), (refunded as i64, 1_000 * refunded as i64)),
+        _ => panic!("{cancelled} cancels succeeded"),
+    }
+    invariants::assert_all(&db).await;
+}

@@ -254,6 +254,9 @@ async fn a_thousand_users_race_for_a_hundred_coupons_across_instances() {
     let coupon = create_coupon(&app, 100).await;
     let replies = storm(&app, coupon, 1..=1000).await;
     let counts = by_status(&replies);
+    for (_, reply) in replies.iter().filter(|(_, r)| r.status == 503) {
+        eprintln!("503: {}", reply.text);
+    }
     assert_eq!(counts.get(&(201, String::new())), Some(&100), "{counts:?}");
     assert_eq!(
         counts.get(&(409, "COUPON_SOLD_OUT".into())),

@@ -77,6 +77,7 @@ const UNIQUE_VIOLATION: &str = "23505";
 fn handle(req: Request) -> Response {
     dispatch(
         req,
+        "coupon",
         &[
             post("/api/v1/admin/coupons", create_coupon),
             get("/api/v1/coupons/{id}", get_coupon),

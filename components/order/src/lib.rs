@@ -32,6 +32,7 @@ const REFUND_ROUTE: &str = "admin.orders.refund";
 fn handle(req: Request) -> Response {
     dispatch(
         req,
+        "order",
         &[
             post("/api/v1/orders", place_order),
             get("/api/v1/orders", list_orders),
@@ -93,7 +94,10 @@ fn place(
     redis: Option<&Redis>,
 ) -> ApiResult {
     let order_id = match order_flow::create(db, new, priced)? {
-        Created::Pending(id) => id,
+        Created::Pending(id) => {
+            edge::observe::set_order(id);
+            id
+        }
         Created::Failed(_, rejection, product_id) => return Err(business(&rejection, Some(product_id))),
         Created::Duplicate => return answer_from_postgres(db, new),
     };
@@ -117,10 +121,10 @@ fn place(
             match order_flow::undo(db, order_id, Undo::Fail(&rejection, product_id)) {
                 Ok(true) => Err(business(&rejection, product_id)),
                 Ok(false) => current_state(db, new.user_id, order_id),
-                Err(_) => Ok(hold(db, order_id)),
+                Err(problem) => Ok(hold(db, order_id, &problem.detail)),
             }
         }
-        Err(StepError::Infrastructure(_)) => Ok(hold(db, order_id)),
+        Err(StepError::Infrastructure(problem)) => Ok(hold(db, order_id, &problem.detail)),
         Err(StepError::Superseded) => current_state(db, new.user_id, order_id),
     }
 }
@@ -144,10 +148,18 @@ fn business(rejection: &Rejection, product_id: Option<i64>) -> Problem {
 
 /// 4-5: an infrastructure failure interrupted the steps. The order is put on
 /// hold (or stays `PENDING` if even that fails); recovery resolves it.
-fn hold(db: &Db, order_id: i64) -> Response {
-    if let Err(e) = order_flow::hold(db, order_id) {
-        eprintln!("order {order_id} could not be put on hold, it stays PENDING for recovery: {e:?}");
-    }
+fn hold(db: &Db, order_id: i64, cause: &str) -> Response {
+    let status = match order_flow::hold(db, order_id) {
+        Ok(_) => OrderStatus::OnHold,
+        Err(e) => {
+            eprintln!("order {order_id} could not be put on hold, it stays PENDING for recovery: {e:?}");
+            OrderStatus::Pending
+        }
+    };
+    edge::observe::event(
+        "order.held",
+        serde_json::json!({"orderId": order_id, "status": status.as_str(), "cause": cause}),
+    );
     on_hold(order_id)
 }
 
@@ -204,7 +216,7 @@ fn answer_for(order: &view::Order) -> ApiResult {
             let code =
                 ErrorCode::parse(code).ok_or_else(|| Problem::unavailable("unknown stored failure"))?;
             let rejection = Rejection::new(code, order.failure_detail.clone().unwrap_or_default());
-            Err(business(&rejection, order.failure_product_id))
+            Err(business(&rejection, order.failure_product_id).of_request(order.request_id.clone()))
         }
         // Still being resolved, or cancelled by recovery: point at the order.
         _ => Ok(accepted(order.id, order.status.as_str())),
@@ -222,6 +234,7 @@ fn current_state(db: &Db, user_id: i64, order_id: i64) -> ApiResult {
 fn get_order(req: &Request, params: &Params) -> ApiResult {
     let caller: Caller = auth::authenticate(req)?;
     let order_id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
+    edge::observe::set_order(order_id);
     let db = Db::connect()?;
     Ok(respond::ok(&full_detail(&db, caller.user_id, order_id, None)?))
 }
@@ -257,6 +270,7 @@ fn full_detail(
 fn cancel_order(req: &Request, params: &Params) -> ApiResult {
     let caller = auth::authenticate(req)?;
     let order_id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
+    edge::observe::set_order(order_id);
     let key = idempotency::key_of(req)?;
     // No body and `{}` are the same request.
     if !req.body().is_empty() {
@@ -285,7 +299,7 @@ fn cancel_order(req: &Request, params: &Params) -> ApiResult {
                     &owned.fingerprint,
                 )? {
                     Outcome::Refunded(refunded) => {
-                        take_off_popular(&refunded, owned.redis());
+                        refund_done(order_id, &refunded, owned.redis());
                         Ok(respond::ok(&answer(&refunded)?))
                     }
                     Outcome::Duplicate(refunded) => Ok(replayed(respond::ok(&answer(&refunded)?))),
@@ -301,6 +315,7 @@ fn cancel_order(req: &Request, params: &Params) -> ApiResult {
 fn refund_order(req: &Request, params: &Params) -> ApiResult {
     let admin = auth::authenticate_admin(req)?;
     let order_id = commerce::ids::parse_positive_id(params.get("id"), "id")?;
+    edge::observe::set_order(order_id);
     let key = idempotency::key_of(req)?;
     let request = json_body::<RefundBody>(req)?.into_refund_request()?;
     let asker = Asker::Admin {
@@ -326,7 +341,7 @@ fn refund_order(req: &Request, params: &Params) -> ApiResult {
                     &owned.fingerprint,
                 )? {
                     Outcome::Refunded(refunded) => {
-                        take_off_popular(&refunded, owned.redis());
+                        refund_done(order_id, &refunded, owned.redis());
                         Ok(refund_created(order_id, &refunded))
                     }
                     Outcome::Duplicate(refunded) => Ok(replayed(refund_created(order_id, &refunded))),
@@ -369,6 +384,20 @@ fn refund_created(order_id: i64, refunded: &Refunded) -> Response {
 fn replayed(response: Response) -> Response {
     let status = *response.status();
     idempotency::replay(status, "application/json", response.into_body())
+}
+
+/// After a refund: its business event, and its units off popular products.
+fn refund_done(order_id: i64, refunded: &Refunded, redis: Option<&Redis>) {
+    edge::observe::event(
+        "refund",
+        serde_json::json!({
+            "orderId": order_id,
+            "refundId": refunded.refund.refund_id,
+            "amount": refunded.refund.amount,
+            "orderStatus": refunded.order_status.as_str(),
+        }),
+    );
+    take_off_popular(refunded, redis);
 }
 
 /// Refunded units no longer count for popular products, on the day the order

@@ -27,7 +27,7 @@ const PRODUCTS: Query = Query::new("SELECT id, name, price FROM products WHERE i
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    dispatch(req, &[get("/api/v1/products/popular", popular)])
+    dispatch(req, "popular", &[get("/api/v1/products/popular", popular)])
 }
 
 #[derive(Serialize)]

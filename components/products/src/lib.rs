@@ -30,6 +30,7 @@ const INSERT_PRODUCT: Query = Query::new(
 fn handle(req: Request) -> Response {
     dispatch(
         req,
+        "products",
         &[
             get("/api/v1/products", list_products),
             get("/api/v1/products/{id}", get_product),

@@ -55,6 +55,7 @@ const ONE_CHARGE_PER_KEY: &str = "23505";
 fn handle(req: Request) -> Response {
     dispatch(
         req,
+        "wallet",
         &[
             get("/api/v1/wallet", balance),
             post("/api/v1/wallet/charges", charge),

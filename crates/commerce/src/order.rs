@@ -227,18 +227,19 @@ impl OrderStatus {
         }
     }
 
+    /// Every status, in the order an order may pass through them.
+    pub const ALL: [OrderStatus; 7] = [
+        OrderStatus::Pending,
+        OrderStatus::OnHold,
+        OrderStatus::Paid,
+        OrderStatus::Failed,
+        OrderStatus::Cancelled,
+        OrderStatus::PartiallyRefunded,
+        OrderStatus::Refunded,
+    ];
+
     pub fn parse(text: &str) -> Option<OrderStatus> {
-        [
-            OrderStatus::Pending,
-            OrderStatus::OnHold,
-            OrderStatus::Paid,
-            OrderStatus::Failed,
-            OrderStatus::Cancelled,
-            OrderStatus::PartiallyRefunded,
-            OrderStatus::Refunded,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        OrderStatus::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     pub fn is_final(self) -> bool {

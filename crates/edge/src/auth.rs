@@ -105,7 +105,9 @@ pub fn verify(authorization: Option<&[u8]>, config: &AuthConfig) -> Result<Calle
 /// The caller of `req`, or `401`.
 pub fn authenticate(req: &Request) -> Result<Caller, Problem> {
     let config = AuthConfig::from_variables()?;
-    verify(req.header("authorization").map(|v| v.as_bytes()), &config)
+    let caller = verify(req.header("authorization").map(|v| v.as_bytes()), &config)?;
+    crate::observe::set_user(caller.user_id);
+    Ok(caller)
 }
 
 /// The caller of `req` if an admin: `401` without a valid token, `403` otherwise.

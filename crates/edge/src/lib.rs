@@ -9,6 +9,7 @@
 //! - [`bodies`]: the API's request bodies and the domain values they become;
 //! - [`auth`]: HS256 JWT bearer tokens per the spec's conventions;
 //! - [`config`]: Spin variables;
+//! - [`observe`]: request ids and the JSON log lines of requests and business events;
 //! - [`pg`] and [`redis`]: opening the stores and mapping their failures to `503`.
 
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod bodies;
 pub mod config;
 pub mod idempotency;
 pub mod input;
+pub mod observe;
 pub mod pg;
 pub mod problem;
 pub mod redis;

@@ -19,6 +19,10 @@ pub struct Problem {
     pub extensions: Vec<(&'static str, Value)>,
     /// Extra response headers (e.g. `Allow` on `405`).
     pub headers: Vec<(&'static str, String)>,
+    /// The `requestId` member when it is not the current request's: a
+    /// stored outcome rebuilt for a repeated idempotency key names the
+    /// request that first had it.
+    pub request_id: Option<String>,
 }
 
 impl Problem {
@@ -28,6 +32,7 @@ impl Problem {
             detail: detail.into(),
             extensions: Vec::new(),
             headers: Vec::new(),
+            request_id: None,
         }
     }
 
@@ -47,12 +52,19 @@ impl Problem {
         self
     }
 
+    /// Name `request_id` (the request that first had this outcome) in the body.
+    pub fn of_request(mut self, request_id: Option<String>) -> Problem {
+        self.request_id = request_id;
+        self
+    }
+
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Problem {
         self.headers.push((name, value.into()));
         self
     }
 
-    /// The problem document, members in the RFC's order then extensions.
+    /// The problem document: members in the RFC's order, the request's id
+    /// (SPEC "Operations"), then extensions.
     pub fn body(&self) -> Value {
         let mut doc = json!({
             "type": self.code.type_uri(),
@@ -60,6 +72,7 @@ impl Problem {
             "status": self.code.status(),
             "code": self.code.as_str(),
             "detail": self.detail,
+            "requestId": self.request_id.clone().unwrap_or_else(crate::observe::request_id),
         });
         let members = doc.as_object_mut().expect("a problem is an object");
         for (name, value) in &self.extensions {

@@ -4,8 +4,11 @@
 //! then picks a handler by method and full path. Patterns are literal segments
 //! and `{name}` captures. A path that matches no pattern is `404 NOT_FOUND`; a
 //! path that matches with another method is `405` with `Allow`.
+//!
+//! Every answer leaves here with its `Request-Id` and its log line
+//! ([`crate::observe`]).
 
-use crate::{ApiResult, Problem};
+use crate::{observe, ApiResult, Problem};
 use commerce::ErrorCode;
 use spin_sdk::http::{Method, Request, Response};
 
@@ -86,8 +89,34 @@ fn method_name(method: &Method) -> &'static str {
     }
 }
 
-/// Find the handler for `req` and run it; every failure becomes a problem.
-pub fn dispatch(req: Request, routes: &[Route]) -> Response {
+/// Serve `req` for `component` (its name in `spin.toml`): find the handler
+/// and run it, every failure becoming a problem; then name the answer
+/// (`Request-Id`) and log it.
+pub fn dispatch(req: Request, component: &'static str, routes: &[Route]) -> Response {
+    let method = method_name(req.method());
+    let traceparent = req.header("traceparent").and_then(|v| v.as_str());
+    let request_id = observe::begin(component, method, "", traceparent);
+    let mut response = route(&req, routes);
+    response.set_header(observe::REQUEST_ID, request_id);
+    let code = problem_code(&response);
+    observe::finish(*response.status(), code.as_deref());
+    response
+}
+
+/// The `code` of a problem document (also one stored for an idempotency key).
+fn problem_code(response: &Response) -> Option<String> {
+    let is_problem = response
+        .header("content-type")
+        .and_then(|v| v.as_str())
+        .is_some_and(|t| t == "application/problem+json");
+    if !is_problem {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_slice(response.body()).ok()?;
+    body.get("code")?.as_str().map(str::to_owned)
+}
+
+fn route(req: &Request, routes: &[Route]) -> Response {
     let path = req.path().to_owned();
     let mut allowed: Vec<&'static str> = Vec::new();
     for route in routes {
@@ -95,7 +124,8 @@ pub fn dispatch(req: Request, routes: &[Route]) -> Response {
             continue;
         };
         if route.method == *req.method() {
-            return match (route.handler)(&req, &params) {
+            observe::matched(route.pattern);
+            return match (route.handler)(req, &params) {
                 Ok(response) => response,
                 Err(problem) => problem.into_response(),
             };

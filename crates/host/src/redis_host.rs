@@ -35,8 +35,14 @@ impl InstanceState {
             return Err(Error::InvalidAddress);
         }
         let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
+        // Spin 4.0.2 (redis-rs 0.32) waits for Redis as long as it takes;
+        // redis-rs 1.x would give up after 1 s to connect and 500 ms per
+        // reply, failing under load where Spin does not.
+        let unbounded = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(None)
+            .set_response_timeout(None);
         let connection = client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&unbounded)
             .await
             .map_err(|e| Error::Other(e.to_string()))?;
         Ok(RedisConnection { connection })

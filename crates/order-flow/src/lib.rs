@@ -43,8 +43,8 @@ const PRICES: Query = Query::new("SELECT id, price FROM products WHERE id = ANY(
 const CREATE: Query = Query::with(
     "created AS (
         INSERT INTO orders (user_id, idempotency_key, request_fingerprint, status, user_coupon_id,
-                            total_amount, failure_code, failure_detail, failure_product_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                            total_amount, failure_code, failure_detail, failure_product_id, request_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $13)
         RETURNING id, status
     ), lines AS (
         INSERT INTO order_items (order_id, product_id, quantity, unit_price)
@@ -272,6 +272,7 @@ pub fn create(db: &Db, new: &NewOrder<'_>, priced: Result<&Priced, i64>) -> Resu
         column_of(|l| l.product_id),
         column_of(|l| l.quantity),
         column_of(|l| l.unit_price),
+        ParameterValue::Str(edge::observe::request_id()),
     ];
     match db.query(&CREATE, &params) {
         Ok(rows) => {

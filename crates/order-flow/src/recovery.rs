@@ -32,6 +32,10 @@ const UNFINISHED: Query = Query::new(
     ORDER BY id LIMIT $2",
 );
 
+/// Every run leaves its summary, for the on-call view (`GET /api/v1/admin/ops`).
+const RECORD_RUN: &str = "INSERT INTO recovery_runs (examined, rolled_forward, rolled_back, skipped)
+    VALUES ($1, $2, $3, $4)";
+
 /// Release the lock only if it is still ours (it may have expired and been
 /// taken by another runner).
 const RELEASE: &str = r"
@@ -120,6 +124,27 @@ fn take_lock() -> Result<Option<(Redis, String)>, RunError> {
     }
 }
 
+/// Record the run and log its summary (a business event).
+fn record(db: &Db, summary: &Summary) {
+    let count = |n: u64| ParameterValue::Int64(n as i64);
+    let recorded = db.execute(
+        RECORD_RUN,
+        &[
+            count(summary.examined),
+            count(summary.rolled_forward),
+            count(summary.rolled_back),
+            count(summary.skipped),
+        ],
+    );
+    if let Err(e) = recorded {
+        eprintln!("recovery: the run was not recorded: {e:?}");
+    }
+    edge::observe::event(
+        "recovery.run",
+        serde_json::to_value(summary).expect("summaries serialise"),
+    );
+}
+
 fn resolve_all(pending_timeout_seconds: i64) -> Result<Summary, Problem> {
     let db = Db::connect()?;
     let rows = db.query(
@@ -156,5 +181,6 @@ fn resolve_all(pending_timeout_seconds: i64) -> Result<Summary, Problem> {
             summary.skipped += 1;
         }
     }
+    record(&db, &summary);
     Ok(summary)
 }

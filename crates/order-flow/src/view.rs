@@ -12,7 +12,7 @@ use spin_sdk::pg4::{ParameterValue, Row};
 /// An order's columns, times read as UTC, with its PAYMENT balance.
 const ORDER_COLUMNS: &str = "
 SELECT o.id, o.user_id, o.status, o.user_coupon_id, o.total_amount, o.discount_amount, o.balance_deducted,
-       o.refunded_amount,
+       o.refunded_amount, o.request_id,
        o.request_fingerprint, o.failure_code, o.failure_detail, o.failure_product_id,
        o.created_at AT TIME ZONE 'UTC' AS created_at, o.paid_at AT TIME ZONE 'UTC' AS paid_at,
        (SELECT l.balance_after FROM wallet_ledger l WHERE l.order_id = o.id AND l.kind = 'PAYMENT') AS balance
@@ -44,6 +44,8 @@ pub struct Order {
     pub discount_amount: i64,
     pub balance_deducted: bool,
     pub refunded_amount: i64,
+    /// The `Request-Id` of the request that placed it.
+    pub request_id: Option<String>,
     pub request_fingerprint: String,
     pub failure_code: Option<String>,
     pub failure_detail: Option<String>,
@@ -140,6 +142,7 @@ impl Order {
             discount_amount: column(row, "discount_amount")?,
             balance_deducted: column(row, "balance_deducted")?,
             refunded_amount: column(row, "refunded_amount")?,
+            request_id: column(row, "request_id")?,
             request_fingerprint: column(row, "request_fingerprint")?,
             failure_code: column(row, "failure_code")?,
             failure_detail: column(row, "failure_detail")?,

@@ -665,6 +665,21 @@ impl TestApp {
         connect(&self.db.url).await
     }
 
+    /// Everything the instances wrote (their own output and the components').
+    pub fn logs(&self) -> String {
+        self.hosts.iter().map(Host::logs).collect::<Vec<_>>().join("\n")
+    }
+
+    /// The JSON log lines the components wrote (SPEC "Operations"): every
+    /// line that is a JSON object with a `requestId`.
+    pub fn log_lines(&self) -> Vec<Value> {
+        self.logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+            .filter(|line| line.get("requestId").is_some())
+            .collect()
+    }
+
     /// The full name of this app's Redis key `name` (see [`RedisScope`]).
     pub fn redis_key(&self, name: &str) -> String {
         RedisScope {

@@ -77,6 +77,8 @@ e2e! {
         cancel_and_partial_refunds,
         a_closed_cancel_window_and_a_refund_above_the_balance_cap,
         refunds_racing_across_two_instances,
+        every_answer_carries_a_request_id_and_a_log_line,
+        the_on_call_view,
         a_restored_database_answers_from_postgres_after_redis_reset,
     ],
     cron: [
@@ -1657,6 +1659,245 @@ async fn refunds_racing_across_two_instances(runtime: Runtime) {
         coupon_state.text
     );
     check_invariants(&app).await;
+}
+
+/// A request id: 32 lowercase hex digits.
+fn is_request_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The log line of request `id`, waiting a moment for it (Spin writes the
+/// components' output to its log files as it comes).
+async fn log_line(app: &TestApp, id: &str) -> Value {
+    for _ in 0..50 {
+        if let Some(line) = app
+            .log_lines()
+            .into_iter()
+            .find(|l| l["requestId"] == id && l.get("status").is_some())
+        {
+            return line;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no log line for request {id}:\n{}", app.logs());
+}
+
+/// SPEC "Operations", per route of every component: a `Request-Id` on every
+/// answer (the `traceparent`'s trace id when valid, else fresh), repeated in
+/// problem bodies, and the request's JSON log line under the same id — with
+/// no token, secret, `Idempotency-Key` or body anywhere in the logs.
+async fn every_answer_carries_a_request_id_and_a_log_line(runtime: Runtime) {
+    let app = start(&runtime, 1, &[]).await;
+    let product = new_product(&app, 1_000, 10).await;
+    let user = token(90, None);
+    let admin_token = admin();
+    let key = format!("key-{}", uuid::Uuid::new_v4().simple());
+    let marker = format!("BODY-{}", uuid::Uuid::new_v4().simple());
+    // (method, path, route pattern, component, token, body)
+    let order_body = json!({"items": [line(product, 1)]}).to_string();
+    let requests: Vec<(Method, String, &str, &str, Option<String>, Option<String>)> = vec![
+        (
+            Method::GET,
+            "/api/v1/health".into(),
+            "/api/v1/health",
+            "ops",
+            None,
+            None,
+        ),
+        (Method::GET, "/api/v1/nowhere".into(), "", "ops", None, None),
+        (
+            Method::GET,
+            "/api/v1/admin/ops".into(),
+            "/api/v1/admin/ops",
+            "ops",
+            Some(user.clone()),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/products/{product}"),
+            "/api/v1/products/{id}",
+            "products",
+            None,
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/admin/products".into(),
+            "/api/v1/admin/products",
+            "products",
+            Some(admin_token.clone()),
+            Some(json!({"name": marker, "price": 1000, "stock": -1}).to_string()),
+        ),
+        (
+            Method::GET,
+            "/api/v1/wallet".into(),
+            "/api/v1/wallet",
+            "wallet",
+            Some("not-a-jwt".into()),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/wallet/charges".into(),
+            "/api/v1/wallet/charges",
+            "wallet",
+            Some(user.clone()),
+            Some(json!({"amount": 1000, "note": marker}).to_string()),
+        ),
+        (
+            Method::POST,
+            "/api/v1/coupons/77/issue".into(),
+            "/api/v1/coupons/{id}/issue",
+            "coupon",
+            Some(user.clone()),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/orders".into(),
+            "/api/v1/orders",
+            "order",
+            Some(user.clone()),
+            Some(order_body.clone()),
+        ),
+        (
+            Method::GET,
+            "/api/v1/products/popular?days=9".into(),
+            "/api/v1/products/popular",
+            "popular",
+            None,
+            None,
+        ),
+    ];
+    for (i, (method, path, route, component, bearer, body)) in requests.into_iter().enumerate() {
+        let trace_id = format!("{:032x}", 0x4bf9_2f35_77b3_4da6_u128 + i as u128);
+        for traceparent in [
+            Some(format!("00-{trace_id}-00f067aa0ba902b7-01")),
+            Some("00-bogus-01".to_owned()),
+            None,
+        ] {
+            let mut headers = vec![
+                ("idempotency-key", key.as_str()),
+                ("content-type", "application/json"),
+            ];
+            if let Some(traceparent) = &traceparent {
+                headers.push(("traceparent", traceparent.as_str()));
+            }
+            let reply = app
+                .request(
+                    method.clone(),
+                    &path,
+                    bearer.as_deref(),
+                    &headers,
+                    body.clone().map(String::into_bytes),
+                )
+                .await
+                .unwrap();
+            let id = reply
+                .header("request-id")
+                .unwrap_or_else(|| panic!("{path}: no Request-Id"))
+                .to_owned();
+            assert!(is_request_id(&id), "{path}: {id}");
+            if traceparent.as_deref().is_some_and(|t| t.contains(&trace_id)) {
+                assert_eq!(id, trace_id, "{path}: the traceparent's trace id");
+            } else {
+                assert_ne!(id, trace_id, "{path}: a fresh id");
+            }
+            // A replayed problem keeps the body it had, naming the first request.
+            let replayed = reply.header("idempotent-replayed").is_some();
+            if reply.header("content-type") == Some("application/problem+json") && !replayed {
+                assert_eq!(reply.body["requestId"], id, "{path}: {}", reply.text);
+            }
+            let logged = log_line(&app, &id).await;
+            assert_eq!(logged["status"], reply.status, "{path}: {logged}");
+            assert_eq!(logged["component"], component, "{path}: {logged}");
+            assert_eq!(logged["route"], route, "{path}: {logged}");
+            assert_eq!(logged["method"], method.as_str(), "{path}: {logged}");
+            assert!(
+                logged["durationMs"].is_number() && logged["time"].is_string(),
+                "{logged}"
+            );
+            if reply.status >= 400 {
+                assert_eq!(logged["code"], reply.body["code"], "{path}: {logged}");
+            }
+        }
+    }
+    // A replay keeps its body and carries the new request's id.
+    let first = charge(&app, 91, "replay-me", 2_000).await;
+    let again = charge(&app, 91, "replay-me", 2_000).await;
+    assert_eq!(
+        (again.text.as_str(), again.header("idempotent-replayed")),
+        (first.text.as_str(), Some("true"))
+    );
+    assert_ne!(again.header("request-id"), first.header("request-id"));
+    let logged = log_line(&app, again.header("request-id").unwrap()).await;
+    assert_eq!(logged["userId"], 91);
+    // The order's id is on its line; the charges' user on theirs.
+    let placed = order(&app, 92, "logged-order", json!({"items": [line(product, 1)]})).await;
+    let logged = log_line(&app, placed.header("request-id").unwrap()).await;
+    assert_eq!(logged["userId"], 92);
+    assert!(logged["orderId"].is_i64(), "{logged}");
+
+    let logs = app.logs();
+    for secret in [
+        user.as_str(),
+        admin_token.as_str(),
+        edge_tests::SECRET,
+        key.as_str(),
+        marker.as_str(),
+        "not-a-jwt",
+        order_body.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "the logs hold {secret:?}:\n{logs}");
+    }
+}
+
+/// `GET /api/v1/admin/ops` on an empty database (zero-row-safe on Spin
+/// 4.0.2), then with a recovery run and a coupon whose Redis stock was
+/// changed behind the app. (A held order: `ops.rs`, with failure points.)
+async fn the_on_call_view(runtime: Runtime) {
+    let app = start(&runtime, 1, &[]).await;
+    let path = "/api/v1/admin/ops";
+    get(&app, path, Some(2)).await.assert_problem(403, "FORBIDDEN");
+    let view = app.get(path, Some(&admin())).await.unwrap();
+    assert_eq!(view.status, 200, "{}", view.text);
+    assert_eq!(
+        view.body,
+        json!({"orders": {"PENDING": 0, "ON_HOLD": 0, "PAID": 0, "FAILED": 0, "CANCELLED": 0,
+                          "PARTIALLY_REFUNDED": 0, "REFUNDED": 0},
+               "stuckOrders": 0, "lastRecovery": null, "couponDrift": [], "postgres": "ok", "redis": "ok"})
+    );
+    let product = new_product(&app, 1_000, 10).await;
+    fund(&app, 93, 10_000).await;
+    assert_eq!(
+        order(&app, 93, "seen", json!({"items": [line(product, 1)]}))
+            .await
+            .status,
+        201
+    );
+    let coupon = new_coupon(&app, 10, json!({})).await;
+    issued(&app, coupon, 93).await;
+    app.redis()
+        .unwrap()
+        .set::<_, _, ()>(app.redis_key(&format!("coupon:{{{coupon}}}:remaining")), 42)
+        .unwrap();
+    let run = admin_post(&app, "/api/v1/admin/recovery/run", json!({})).await;
+    assert_eq!(run.status, 200, "{}", run.text);
+    let view = app.get(path, Some(&admin())).await.unwrap();
+    assert_eq!(view.body["orders"]["PAID"], 1, "{}", view.text);
+    assert_eq!(
+        view.body["couponDrift"],
+        json!([{"couponId": coupon, "redisRemaining": 42, "postgresRemaining": 9}])
+    );
+    let last = &view.body["lastRecovery"];
+    assert_eq!(
+        (&last["examined"], &last["rolledForward"]),
+        (&json!(0), &json!(0)),
+        "{}",
+        view.text
+    );
+    assert!(last["at"].is_string(), "{}", view.text);
 }
 
 /// Wait until no order is unfinished, at most `within`.

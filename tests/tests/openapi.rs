@@ -427,6 +427,15 @@ async fn real_responses_match_the_served_openapi_document() {
         .unwrap();
     check("POST", "/api/v1/admin/recovery/run", &denied);
 
+    // Operations: the on-call view.
+    for bearer in [Some(admin.as_str()), Some(user.as_str()), None] {
+        check(
+            "GET",
+            "/api/v1/admin/ops",
+            &app.get("/api/v1/admin/ops", bearer).await.unwrap(),
+        );
+    }
+
     let documented: BTreeSet<(String, String)> = contract.operations().into_iter().collect();
     assert_eq!(
         exercised, documented,

@@ -136,3 +136,160 @@ async fn a_database_id_of_another_database_is_refused() {
         health.text
     );
 }
+
+async fn on_call(app: &TestApp) -> serde_json::Value {
+    let view = app
+        .get("/api/v1/admin/ops", Some(&token(1, Some("admin"))))
+        .await
+        .unwrap();
+    assert_eq!(view.status, 200, "{}", view.text);
+    view.body
+}
+
+async fn place(app: &TestApp, bearer: &str, key: &str, body: &str, failpoint: &str) -> edge_tests::Reply {
+    app.request(
+        reqwest::Method::POST,
+        "/api/v1/orders",
+        Some(bearer),
+        &[
+            ("idempotency-key", key),
+            ("content-type", "application/json"),
+            ("x-failpoint", failpoint),
+        ],
+        Some(body.as_bytes().to_vec()),
+    )
+    .await
+    .unwrap()
+}
+
+/// The on-call view moves with what happens: a held order, the same order
+/// stuck, a recovery run resolving it; the hold and the run are logged as
+/// business events.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_on_call_view_shows_a_held_order_a_stuck_one_and_the_recovery_run() {
+    let app = TestApp::start_opts(Options {
+        instances: 1,
+        failpoints: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let product = edge_tests::fixtures::product(&app, 1_000, 10).await;
+    edge_tests::fixtures::fund(&app, 5, 10_000).await;
+    let body = serde_json::json!({"items": [{"productId": product, "quantity": 1}]}).to_string();
+    let held = place(&app, &token(5, None), "held", &body, "after-debit").await;
+    assert_eq!(
+        (held.status, &held.body["status"]),
+        (202, &serde_json::json!("ON_HOLD")),
+        "{}",
+        held.text
+    );
+    let order_id = held.body["orderId"].as_i64().unwrap();
+    let view = on_call(&app).await;
+    assert_eq!(
+        (&view["orders"]["ON_HOLD"], &view["stuckOrders"]),
+        (&1.into(), &0.into()),
+        "{view}"
+    );
+    let event = app
+        .log_lines()
+        .into_iter()
+        .find(|l| l["event"] == "order.held")
+        .expect("the hold is logged");
+    assert_eq!(event["orderId"], order_id);
+    assert_eq!(event["requestId"], held.header("request-id").unwrap());
+    assert!(
+        event["cause"].as_str().unwrap().contains("failpoint after-debit"),
+        "{event}"
+    );
+
+    app.pg()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE orders SET updated_at = now() - interval '3 minutes' WHERE id = $1",
+            &[&order_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(on_call(&app).await["stuckOrders"], 1);
+
+    let run = app
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/admin/recovery/run",
+            Some(&token(1, Some("admin"))),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.status, 200, "{}", run.text);
+    let view = on_call(&app).await;
+    assert_eq!(view["lastRecovery"]["rolledForward"], 1, "{view}");
+    assert_eq!(view["lastRecovery"]["examined"], 1, "{view}");
+    assert_eq!(
+        (
+            &view["orders"]["ON_HOLD"],
+            &view["orders"]["PAID"],
+            &view["stuckOrders"]
+        ),
+        (&0.into(), &1.into(), &0.into())
+    );
+    let run_logged = app
+        .log_lines()
+        .into_iter()
+        .find(|l| l["event"] == "recovery.run")
+        .expect("the run is logged");
+    assert_eq!(run_logged["rolledForward"], 1);
+    assert_eq!(run_logged["requestId"], run.header("request-id").unwrap());
+}
+
+/// No token, secret, `Idempotency-Key` value or body in the logs — also when
+/// a request panics mid-order (a trap; the panic's own message is there).
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_the_logs_even_when_a_request_panics() {
+    let app = TestApp::start_opts(Options {
+        instances: 1,
+        failpoints: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let product = edge_tests::fixtures::product(&app, 1_000, 10).await;
+    edge_tests::fixtures::fund(&app, 6, 10_000).await;
+    let key = format!("key-{}", uuid::Uuid::new_v4().simple());
+    let body = serde_json::json!({"items": [{"productId": product, "quantity": 3}]}).to_string();
+    let bearer = token(6, None);
+    let crashed = place(&app, &bearer, &key, &body, "crash:after-debit").await;
+    assert_eq!(crashed.status, 500, "{}", crashed.text);
+    let refused = place(&app, &bearer, &key, "{\"items\": \"not a list\"}", "").await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    let denied = app
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/wallet",
+            Some("forged.token.value"),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    denied.assert_problem(401, "UNAUTHORIZED");
+    let logs = app.logs();
+    assert!(
+        logs.contains("failpoint crash:after-debit"),
+        "the panic is in these logs:\n{logs}"
+    );
+    assert!(app.log_lines().len() >= 2, "the requests are logged:\n{logs}");
+    for secret in [
+        bearer.as_str(),
+        edge_tests::SECRET,
+        key.as_str(),
+        body.as_str(),
+        "not a list",
+        "forged.token.value",
+    ] {
+        assert!(!logs.contains(secret), "the logs hold {secret:?}:\n{logs}");
+    }
+}

@@ -10,6 +10,7 @@
 pub mod contract;
 pub mod fixtures;
 pub mod invariants;
+pub mod otlp;
 pub mod private;
 pub mod spin;
 
@@ -110,26 +111,36 @@ impl TestDb {
 
     /// A database on the server at `server` (a URL without a database).
     pub async fn create_on(server: &str) -> Result<TestDb> {
+        TestDb::fill_new(server, |url, name| {
+            let status = Command::new(host_binary())
+                .args([
+                    "-f",
+                    &workspace_dir().join("spin.toml").to_string_lossy(),
+                    "migrate",
+                    "--database-url",
+                    url,
+                ])
+                .env("EDGE_HOST_LOG", "warn")
+                .status()
+                .context("run migrations")?;
+            if !status.success() {
+                bail!("migrations failed for {name}");
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A new, empty database on `server`, then `fill(url, name)` gives it its
+    /// schema (and data); answers it with the `database_id` it ends up with.
+    async fn fill_new(server: &str, fill: impl FnOnce(&str, &str) -> Result<()>) -> Result<TestDb> {
         let name = format!("edge_test_{}", uuid::Uuid::new_v4().simple());
         let admin = connect(&format!("{server}/postgres")).await?;
         admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
         // Spin refuses the self-signed certificate of a default Debian
         // Postgres unless TLS is off (our host does too).
         let url = format!("{server}/{name}?sslmode=disable");
-        let status = Command::new(host_binary())
-            .args([
-                "-f",
-                &workspace_dir().join("spin.toml").to_string_lossy(),
-                "migrate",
-                "--database-url",
-                &url,
-            ])
-            .env("EDGE_HOST_LOG", "warn")
-            .status()
-            .context("run migrations")?;
-        if !status.success() {
-            bail!("migrations failed for {name}");
-        }
+        fill(&url, &name)?;
         let scope = RedisScope::of(&connect(&url).await?).await?;
         Ok(TestDb {
             name,
@@ -159,26 +170,19 @@ impl TestDb {
     /// `pg_restore` (so it keeps the dumped `database_id`), as an operator
     /// restores a backup.
     pub async fn restore_on(server: &str, path: &Path) -> Result<TestDb> {
-        let name = format!("edge_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = connect(&format!("{server}/postgres")).await?;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
-        let url = format!("{server}/{name}?sslmode=disable");
-        let status = Command::new("pg_restore")
-            .args(["--exit-on-error", "--no-owner", "--dbname"])
-            .arg(&url)
-            .arg(path)
-            .status()
-            .context("run pg_restore")?;
-        if !status.success() {
-            bail!("pg_restore into {name} failed");
-        }
-        let scope = RedisScope::of(&connect(&url).await?).await?;
-        Ok(TestDb {
-            name,
-            url,
-            database_id: scope.database_id,
-            server: server.to_owned(),
+        TestDb::fill_new(server, |url, name| {
+            let status = Command::new("pg_restore")
+                .args(["--exit-on-error", "--no-owner", "--dbname"])
+                .arg(url)
+                .arg(path)
+                .status()
+                .context("run pg_restore")?;
+            if !status.success() {
+                bail!("pg_restore into {name} failed");
+            }
+            Ok(())
         })
+        .await
     }
 
     /// The Postgres server (URL without a database) this database is on.

@@ -87,6 +87,123 @@ e2e! {
     ],
 }
 
+/// SPEC "Operations", traces: real Spin 4.0.2 exporting to a real OTLP/HTTP
+/// receiver. Each request sent with a `traceparent` reaches the collector as
+/// Spin's HTTP span under that trace (child of the caller's span) with the
+/// Postgres and Redis calls as spans of their own, and the same id is the
+/// answer's `Request-Id` and its log line's `requestId` (also exported, as
+/// OTLP logs). Spin only: our host exports nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_4_0_2_exports_each_request_as_one_trace_with_its_store_calls() {
+    let Some(spin) = SpinInstall::get(SpinVersion::V4_0_2) else {
+        return;
+    };
+    let collector = edge_tests::otlp::Collector::start().await.unwrap();
+    let app = start(
+        &Runtime::Spin(spin),
+        1,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
+        ],
+    )
+    .await;
+    let product = new_product(&app, 1_000, 10).await;
+    let coupon = new_coupon(&app, 5, json!({})).await;
+    fund(&app, 95, 10_000).await;
+    let parent = "00f067aa0ba902b7";
+    let requests = [
+        (
+            "coupon issue",
+            Method::POST,
+            format!("/api/v1/coupons/{coupon}/issue"),
+            None,
+        ),
+        (
+            "order",
+            Method::POST,
+            "/api/v1/orders".to_owned(),
+            Some(json!({"items": [line(product, 1)]})),
+        ),
+    ];
+    for (i, (what, method, path, body)) in requests.into_iter().enumerate() {
+        let trace_id = format!(
+            "{:032x}",
+            0x7a11_0000_0000_0000_0000_0000_0000_0000_u128 + i as u128
+        );
+        let traceparent = format!("00-{trace_id}-{parent}-01");
+        let key = format!("otlp-{i}");
+        let reply = call(
+            &app,
+            method,
+            &path,
+            Some(95),
+            &[("traceparent", &traceparent), ("idempotency-key", &key)],
+            body,
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{what}: {}", reply.text);
+        assert_eq!(reply.header("request-id"), Some(trace_id.as_str()), "{what}");
+        assert_eq!(log_line(&app, &trace_id).await["status"], 201, "{what}");
+        let mut spans = Vec::new();
+        for _ in 0..100 {
+            spans = collector.spans_of(&trace_id);
+            let has = |system: &str| spans.iter().any(|s| s.attribute("db.system") == Some(system));
+            if spans.iter().any(|s| s.parent_span_id == parent) && has("postgresql") && has("redis") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let http = spans
+            .iter()
+            .find(|s| s.parent_span_id == parent)
+            .unwrap_or_else(|| panic!("{what}: no HTTP span under the caller's span: {spans:#?}"));
+        assert_eq!(
+            http.attribute("http.request.method"),
+            Some("POST"),
+            "{what}: {http:?}"
+        );
+        // Each store call is a span under the HTTP span (through Spin's
+        // component span).
+        let under_http = |span: &edge_tests::otlp::Span| {
+            let mut parent = span.parent_span_id.clone();
+            for _ in 0..spans.len() {
+                if parent == http.span_id {
+                    return true;
+                }
+                match spans.iter().find(|s| s.span_id == parent) {
+                    Some(up) => parent = up.parent_span_id.clone(),
+                    None => return false,
+                }
+            }
+            false
+        };
+        for system in ["postgresql", "redis"] {
+            assert!(
+                spans
+                    .iter()
+                    .any(|s| s.attribute("db.system") == Some(system) && under_http(s)),
+                "{what}: no {system} span under the HTTP span in trace {trace_id}: {spans:#?}"
+            );
+        }
+    }
+    // The log lines reach the collector too.
+    let mut exported = false;
+    for _ in 0..50 {
+        exported = collector
+            .logs()
+            .iter()
+            .any(|l| l.contains("\"requestId\":\"7a110000000000000000000000000001\""));
+        if exported {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exported, "no log line exported: {:?}", collector.logs());
+}
+
 /// The app under test, and the Postgres it runs on when that is private.
 struct App {
     app: TestApp,
@@ -1661,6 +1778,17 @@ async fn refunds_racing_across_two_instances(runtime: Runtime) {
     check_invariants(&app).await;
 }
 
+/// A request to send and what its log line must say: method, path, route
+/// pattern, component, bearer token, body.
+type RouteProbe = (
+    Method,
+    String,
+    &'static str,
+    &'static str,
+    Option<String>,
+    Option<String>,
+);
+
 /// A request id: 32 lowercase hex digits.
 fn is_request_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -1695,7 +1823,7 @@ async fn every_answer_carries_a_request_id_and_a_log_line(runtime: Runtime) {
     let marker = format!("BODY-{}", uuid::Uuid::new_v4().simple());
     // (method, path, route pattern, component, token, body)
     let order_body = json!({"items": [line(product, 1)]}).to_string();
-    let requests: Vec<(Method, String, &str, &str, Option<String>, Option<String>)> = vec![
+    let requests: Vec<RouteProbe> = vec![
         (
             Method::GET,
             "/api/v1/health".into(),

@@ -137,6 +137,21 @@ async fn a_database_id_of_another_database_is_refused() {
     );
 }
 
+/// The app with the order component's failure points, a product and a
+/// funded `buyer`.
+async fn with_failpoints_and_a_buyer(buyer: i64) -> (TestApp, i64) {
+    let app = TestApp::start_opts(Options {
+        instances: 1,
+        failpoints: true,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let product = edge_tests::fixtures::product(&app, 1_000, 10).await;
+    edge_tests::fixtures::fund(&app, buyer, 10_000).await;
+    (app, product)
+}
+
 async fn on_call(app: &TestApp) -> serde_json::Value {
     let view = app
         .get("/api/v1/admin/ops", Some(&token(1, Some("admin"))))
@@ -167,15 +182,7 @@ async fn place(app: &TestApp, bearer: &str, key: &str, body: &str, failpoint: &s
 /// business events.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_on_call_view_shows_a_held_order_a_stuck_one_and_the_recovery_run() {
-    let app = TestApp::start_opts(Options {
-        instances: 1,
-        failpoints: true,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    let product = edge_tests::fixtures::product(&app, 1_000, 10).await;
-    edge_tests::fixtures::fund(&app, 5, 10_000).await;
+    let (app, product) = with_failpoints_and_a_buyer(5).await;
     let body = serde_json::json!({"items": [{"productId": product, "quantity": 1}]}).to_string();
     let held = place(&app, &token(5, None), "held", &body, "after-debit").await;
     assert_eq!(
@@ -249,15 +256,7 @@ async fn the_on_call_view_shows_a_held_order_a_stuck_one_and_the_recovery_run() 
 /// a request panics mid-order (a trap; the panic's own message is there).
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_reaches_the_logs_even_when_a_request_panics() {
-    let app = TestApp::start_opts(Options {
-        instances: 1,
-        failpoints: true,
-        ..Options::default()
-    })
-    .await
-    .unwrap();
-    let product = edge_tests::fixtures::product(&app, 1_000, 10).await;
-    edge_tests::fixtures::fund(&app, 6, 10_000).await;
+    let (app, product) = with_failpoints_and_a_buyer(6).await;
     let key = format!("key-{}", uuid::Uuid::new_v4().simple());
     let body = serde_json::json!({"items": [{"productId": product, "quantity": 3}]}).to_string();
     let bearer = token(6, None);

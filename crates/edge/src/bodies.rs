@@ -136,17 +136,21 @@ pub struct LineBody {
     pub quantity: i64,
 }
 
+impl From<LineBody> for Line {
+    fn from(line: LineBody) -> Line {
+        Line {
+            product_id: line.product_id,
+            quantity: line.quantity,
+        }
+    }
+}
+
 impl OrderBody {
     pub fn into_order_request(self) -> Result<OrderRequest, Rejection> {
-        let lines = self
-            .items
-            .into_iter()
-            .map(|line| Line {
-                product_id: line.product_id,
-                quantity: line.quantity,
-            })
-            .collect();
-        OrderRequest::new(lines, self.user_coupon_id)
+        OrderRequest::new(
+            self.items.into_iter().map(Line::from).collect(),
+            self.user_coupon_id,
+        )
     }
 }
 
@@ -166,15 +170,7 @@ pub struct RefundBody {
 
 impl RefundBody {
     pub fn into_refund_request(self) -> Result<RefundRequest, Rejection> {
-        let lines = self
-            .items
-            .into_iter()
-            .map(|line| Line {
-                product_id: line.product_id,
-                quantity: line.quantity,
-            })
-            .collect();
-        RefundRequest::new(lines, self.reason)
+        RefundRequest::new(self.items.into_iter().map(Line::from).collect(), self.reason)
     }
 }
 

@@ -405,7 +405,7 @@ def raw_order_chain(db, connections, seconds):
         bind(prices, {1: "ARRAY[:product]::int8[]"}),
         bind(create, {1: ":user", 2: "'pgbench-' || :client_id || '-' || random()", 3: "'f'", 4: "'PENDING'",
                       5: "NULL", 6: "1000", 7: "NULL", 8: "NULL", 9: "NULL", 10: "ARRAY[:product]",
-                      11: "ARRAY[1]", 12: "ARRAY[1000]"}).rstrip(";") + r" \gset",
+                      11: "ARRAY[1]", 12: "ARRAY[1000]", 13: "'pgbench'"}).rstrip(";") + r" \gset",
         bind(reserve, {1: ":id", 2: ":product", 3: "1"}),
         bind(debit, {1: ":id", 2: ":user", 3: "1000"}),
         bind(confirm, {1: ":id"}),

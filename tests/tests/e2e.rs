@@ -286,15 +286,30 @@ async fn call(
     if body.is_some() {
         headers.push(("content-type", "application/json"));
     }
-    app.request(
-        method,
-        path,
-        token.as_deref(),
-        &headers,
-        body.map(|b| b.to_string().into_bytes()),
-    )
-    .await
-    .unwrap()
+    let reply = app
+        .request(
+            method,
+            path,
+            token.as_deref(),
+            &headers,
+            body.map(|b| b.to_string().into_bytes()),
+        )
+        .await
+        .unwrap();
+    named(reply)
+}
+
+/// Every answer of the suite carries its `Request-Id` (SPEC "Operations").
+#[track_caller]
+fn named(reply: Reply) -> Reply {
+    let id = reply.header("request-id").unwrap_or_default();
+    assert!(
+        is_request_id(id),
+        "no Request-Id: {} {}",
+        reply.status,
+        reply.text
+    );
+    reply
 }
 
 async fn get(app: &TestApp, path: &str, user: Option<i64>) -> Reply {
@@ -302,7 +317,7 @@ async fn get(app: &TestApp, path: &str, user: Option<i64>) -> Reply {
 }
 
 async fn admin_post(app: &TestApp, path: &str, body: Value) -> Reply {
-    app.post_json(path, Some(&admin()), &body).await.unwrap()
+    named(app.post_json(path, Some(&admin()), &body).await.unwrap())
 }
 
 async fn new_product(app: &TestApp, price: i64, stock: i64) -> i64 {
@@ -1437,15 +1452,17 @@ async fn cancel(app: &TestApp, user: i64, order: i64, key: &str) -> Reply {
 }
 
 async fn refund(app: &TestApp, order: i64, key: &str, body: Value) -> Reply {
-    app.request(
-        Method::POST,
-        &format!("/api/v1/admin/orders/{order}/refunds"),
-        Some(&admin()),
-        &[("idempotency-key", key), ("content-type", "application/json")],
-        Some(body.to_string().into_bytes()),
+    named(
+        app.request(
+            Method::POST,
+            &format!("/api/v1/admin/orders/{order}/refunds"),
+            Some(&admin()),
+            &[("idempotency-key", key), ("content-type", "application/json")],
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+        .unwrap(),
     )
-    .await
-    .unwrap()
 }
 
 fn refund_lines(lines: &[(i64, i64)]) -> Value {

@@ -502,6 +502,16 @@ fn uneven_delay(env: &[(String, String)], instance: usize) -> Vec<(String, Strin
     env
 }
 
+/// The answers of requests spawned as tasks, in order; a request that got no
+/// answer at all (the connection broke) is left out.
+pub async fn settle(tasks: Vec<tokio::task::JoinHandle<Option<Reply>>>) -> Vec<Reply> {
+    futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(|r| r.expect("the request task ran"))
+        .collect()
+}
+
 /// A response: status, headers and the parsed JSON body (`Null` when empty).
 #[derive(Debug, Clone)]
 pub struct Reply {

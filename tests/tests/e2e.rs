@@ -1144,18 +1144,7 @@ async fn popular_products(runtime: Runtime) {
         assert_eq!(reply.status, 201, "{}", reply.text);
     }
     let ranked = get(&app, "/api/v1/products/popular?days=1&limit=5", None).await;
-    assert_eq!(ranked.status, 200, "{}", ranked.text);
-    let order: Vec<(i64, i64)> = ranked.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["productId"].as_i64().unwrap(),
-                i["soldQuantity"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let order = units_ranked(&ranked);
     // Ties go to the lower id. (The empty answer above was cached for 10 s
     // under other parameters, so this one is computed.)
     assert_eq!(order, [(products[1], 5), (products[2], 5), (products[0], 3)]);
@@ -1202,7 +1191,12 @@ async fn ranking(app: &TestApp) -> Vec<(i64, i64)> {
     if !cached.is_empty() {
         redis.del::<_, ()>(cached).unwrap();
     }
-    let ranked = get(app, "/api/v1/products/popular?days=1&limit=20", None).await;
+    units_ranked(&get(app, "/api/v1/products/popular?days=1&limit=20", None).await)
+}
+
+/// A popular-products answer as (product, units), in rank order.
+#[track_caller]
+fn units_ranked(ranked: &Reply) -> Vec<(i64, i64)> {
     assert_eq!(ranked.status, 200, "{}", ranked.text);
     ranked.body["items"]
         .as_array()

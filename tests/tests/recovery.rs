@@ -4,7 +4,7 @@
 
 use edge_tests::fixtures::{fund, product};
 use edge_tests::private::{PrivatePostgres, PrivateRedis};
-use edge_tests::{invariants, send, token, Options, Reply, TestApp};
+use edge_tests::{invariants, send, settle, token, Options, Reply, TestApp};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -388,14 +388,6 @@ fn storm(
                 .ok()
             })
         })
-        .collect()
-}
-
-async fn settle(tasks: Vec<tokio::task::JoinHandle<Option<Reply>>>) -> Vec<Reply> {
-    futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .filter_map(|r| r.unwrap())
         .collect()
 }
 

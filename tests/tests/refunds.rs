@@ -4,7 +4,7 @@
 
 use edge_tests::fixtures::{fund, product};
 use edge_tests::private::PrivatePostgres;
-use edge_tests::{invariants, send, token, Options, Reply, TestApp};
+use edge_tests::{invariants, send, settle, token, Options, Reply, TestApp};
 use serde_json::json;
 use std::time::Duration;
 
@@ -146,11 +146,7 @@ async fn postgres_crashing_in_a_refund_storm_leaves_every_refund_whole_or_absent
     }
     drop(db);
     postgres.crash().unwrap();
-    let replies: Vec<Reply> = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .filter_map(|r| r.unwrap())
-        .collect();
+    let replies = settle(tasks).await;
     postgres.resume().unwrap();
     let answered = replies.iter().filter(|r| r.status < 300).count();
     eprintln!("{answered} of {} refunds answered before the crash", orders.len());

@@ -4,6 +4,7 @@
 
 use commerce::order::{price, OrderStatus, PricingError};
 use commerce::page::split_page;
+use commerce::refund::RefundRequest;
 use commerce::{ErrorCode, Rejection};
 use edge::auth::{self, Caller};
 use edge::bodies::{CancelBody, OrderBody, RefundBody};
@@ -196,14 +197,7 @@ fn answer_from_postgres(db: &Db, new: &NewOrder<'_>) -> ApiResult {
     if order.request_fingerprint != new.fingerprint {
         return Err(idempotency::reused());
     }
-    let response = answer_for(&order)?;
-    let status = *response.status();
-    let content_type = response
-        .header("content-type")
-        .and_then(|v| v.as_str())
-        .unwrap_or("application/json")
-        .to_owned();
-    Ok(idempotency::replay(status, &content_type, response.into_body()))
+    Ok(replayed(answer_for(&order)?))
 }
 
 /// What placing `order` answered (or would answer now).
@@ -286,26 +280,17 @@ fn cancel_order(req: &Request, params: &Params) -> ApiResult {
     match idempotency::claim(&caller, &route, key, fingerprint)? {
         Claim::Answered(response) => Ok(response),
         Claim::Owned(owned) => {
-            let outcome = refunds::order_to_refund(&db, asker, order_id).and_then(|order| {
-                let everything = commerce::refund::RefundRequest::everything(&refunds::paid_lines(&order));
-                let answer =
-                    |refunded: &Refunded| full_detail(&db, caller.user_id, order_id, Some(refunded.balance));
-                match refunds::refund(
-                    &db,
-                    asker,
-                    &order,
-                    &everything,
-                    owned.key.as_str(),
-                    &owned.fingerprint,
-                )? {
-                    Outcome::Refunded(refunded) => {
-                        refund_done(order_id, &refunded, owned.redis());
-                        Ok(respond::ok(&answer(&refunded)?))
-                    }
-                    Outcome::Duplicate(refunded) => Ok(replayed(respond::ok(&answer(&refunded)?))),
-                    Outcome::Refused(problem) => Err(problem),
-                }
-            });
+            let outcome = refund_for(
+                &db,
+                &owned,
+                asker,
+                order_id,
+                |order| RefundRequest::everything(&refunds::paid_lines(order)),
+                |refunded| {
+                    let detail = full_detail(&db, caller.user_id, order_id, Some(refunded.balance))?;
+                    Ok(respond::ok(&detail))
+                },
+            );
             Ok(owned.finish(outcome))
         }
     }
@@ -331,25 +316,47 @@ fn refund_order(req: &Request, params: &Params) -> ApiResult {
     match idempotency::claim(&admin, &route, key, fingerprint)? {
         Claim::Answered(response) => Ok(response),
         Claim::Owned(owned) => {
-            let outcome = refunds::order_to_refund(&db, asker, order_id).and_then(|order| {
-                match refunds::refund(
-                    &db,
-                    asker,
-                    &order,
-                    &request,
-                    owned.key.as_str(),
-                    &owned.fingerprint,
-                )? {
-                    Outcome::Refunded(refunded) => {
-                        refund_done(order_id, &refunded, owned.redis());
-                        Ok(refund_created(order_id, &refunded))
-                    }
-                    Outcome::Duplicate(refunded) => Ok(replayed(refund_created(order_id, &refunded))),
-                    Outcome::Refused(problem) => Err(problem),
-                }
-            });
+            let outcome = refund_for(
+                &db,
+                &owned,
+                asker,
+                order_id,
+                |_| request.clone(),
+                |refunded| Ok(refund_created(order_id, refunded)),
+            );
             Ok(owned.finish(outcome))
         }
+    }
+}
+
+/// Refund `order_id` for `asker` under the claimed key: the request made from
+/// the order as read (`request_of`), its effects done by the one refund
+/// statement, then answered with `answer` (as a replay when the key had
+/// already made this refund).
+fn refund_for(
+    db: &Db,
+    owned: &idempotency::Owned,
+    asker: Asker,
+    order_id: i64,
+    request_of: impl FnOnce(&view::Order) -> RefundRequest,
+    answer: impl Fn(&Refunded) -> ApiResult,
+) -> ApiResult {
+    let order = refunds::order_to_refund(db, asker, order_id)?;
+    let request = request_of(&order);
+    match refunds::refund(
+        db,
+        asker,
+        &order,
+        &request,
+        owned.key.as_str(),
+        &owned.fingerprint,
+    )? {
+        Outcome::Refunded(refunded) => {
+            refund_done(order_id, &refunded, owned.redis());
+            answer(&refunded)
+        }
+        Outcome::Duplicate(refunded) => answer(&refunded).map(replayed),
+        Outcome::Refused(problem) => Err(problem),
     }
 }
 
@@ -380,7 +387,8 @@ fn refund_created(order_id: i64, refunded: &Refunded) -> Response {
     )
 }
 
-/// An answer rebuilt from the Postgres backstop, marked as a replay.
+/// An answer rebuilt from the Postgres backstop, marked as a replay (always
+/// JSON: problems are answered as they are).
 fn replayed(response: Response) -> Response {
     let status = *response.status();
     idempotency::replay(status, "application/json", response.into_body())

@@ -95,7 +95,7 @@ fn method_name(method: &Method) -> &'static str {
 pub fn dispatch(req: Request, component: &'static str, routes: &[Route]) -> Response {
     let method = method_name(req.method());
     let traceparent = req.header("traceparent").and_then(|v| v.as_str());
-    let request_id = observe::begin(component, method, "", traceparent);
+    let request_id = observe::begin(component, method, traceparent);
     let mut response = route(&req, routes);
     response.set_header(observe::REQUEST_ID, request_id);
     let code = problem_code(&response);

@@ -165,11 +165,8 @@ impl Order {
     /// The `201` that placing the order answered, if it was paid (refunds
     /// since do not change what that answer was).
     pub fn paid_view(&self) -> Option<PaidOrder<'_>> {
-        let was_paid = matches!(
-            self.status,
-            OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded
-        );
-        let paid_at = self.paid_at.filter(|_| was_paid)?;
+        // Only confirming an order sets `paid_at`.
+        let paid_at = self.paid_at?;
         Some(PaidOrder::new(
             self.id,
             &self.items,

@@ -5,6 +5,7 @@
 //! line where no Spin is at hand). A check that only our host passes is a
 //! defect of the host.
 
+use edge_tests::private::PrivateRedis;
 use edge_tests::spin::{SpinInstall, SpinVersion};
 use edge_tests::{send, workspace_dir, Host, RedisSlot, TestDb};
 use serde_json::Value;
@@ -337,6 +338,35 @@ async fn postgres_constraint_violations_carry_their_sqlstate(on: On) {
     );
 }
 
+async fn a_new_redis_connection_carries_no_earlier_session(on: On) {
+    // A private server: the probe moves to database 15 on purpose.
+    let redis = PrivateRedis::start().unwrap();
+    let probe = Probe::start(&on, &[("SPIN_VARIABLE_REDIS_URL", &redis.url())]).await;
+    let body = probe.get("/redis/session").await.body;
+    assert_eq!(body["selected"], r#"Ok([RedisResult::Status("OK")])"#, "{body}");
+    assert_eq!(body["planted"], "Ok(())", "{body}");
+    assert_eq!(body["began"], r#"Ok([RedisResult::Status("OK")])"#, "{body}");
+    // Not `QUEUED` (a transaction left open) and not database 15's key.
+    assert_eq!(body["set"], r#"Ok([RedisResult::Status("OK")])"#, "{body}");
+    assert_eq!(body["get_planted"], "Ok(None)", "{body}");
+}
+
+async fn redis_answers_again_once_it_is_back(on: On) {
+    let mut redis = PrivateRedis::start().unwrap();
+    let probe = Probe::start(&on, &[("SPIN_VARIABLE_REDIS_URL", &redis.url())]).await;
+    for _ in 0..3 {
+        assert_eq!(probe.get("/redis/ops").await.body["set"], "Ok(())");
+    }
+    redis.crash();
+    let down = probe.get("/redis/ops").await;
+    assert_eq!(down.status, 500, "a probe that cannot open Redis panics: {:?}", down.body);
+    redis.resume().unwrap();
+    // The connections dropped before the restart are never handed out again.
+    for _ in 0..3 {
+        assert_eq!(probe.get("/redis/ops").await.body["set"], "Ok(())");
+    }
+}
+
 async fn redis_operations_match_spin(on: On) {
     let probe = Probe::start(&on, &[]).await;
     let body = probe.get("/redis/ops").await.body;
@@ -465,4 +495,33 @@ async fn postgres_tls_is_negotiated_as_spin_does(on: On) {
         "{body}"
     );
 }
+}
+
+/// Our host's one deliberate difference (docs/host-vs-spin.md): a dropped
+/// connection is handed to the next `open` instead of a new TCP connection
+/// each time (Spin connects on every `open`), so a run of requests needs only
+/// as many connections as run at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_reuses_dropped_redis_connections() {
+    let redis = PrivateRedis::start().unwrap();
+    let probe = Probe::start(&On::Host, &[("SPIN_VARIABLE_REDIS_URL", &redis.url())]).await;
+    let received = || {
+        let mut control = redis::Client::open(redis.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut control).unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = received();
+    for _ in 0..20 {
+        assert_eq!(probe.get("/redis/ops").await.body["set"], "Ok(())");
+    }
+    // One connection for the probe's requests, one for each count here.
+    assert_eq!(received() - before, 2);
 }

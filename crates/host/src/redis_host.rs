@@ -1,8 +1,13 @@
 //! `fermyon:spin/redis@2.0.0` on the `redis` crate, as Spin implements it:
-//! a new multiplexed connection per `open` (no pool), `invalid-address` for a
-//! malformed or disallowed address, server errors as `other(message)`, and
-//! `execute` replies flattened depth-first into a list (nesting is lost; an
-//! error anywhere in the reply fails the call).
+//! `invalid-address` for a malformed or disallowed address, server errors as
+//! `other(message)`, and `execute` replies flattened depth-first into a list
+//! (nesting is lost; an error anywhere in the reply fails the call).
+//!
+//! One difference, in cost only: Spin opens a new TCP connection on every
+//! `open`; this host keeps a dropped connection for the next `open` of the
+//! same address (see [`IdleRedis`]), so a guest sees what a fresh connection
+//! would show it — same server, database 0, no transaction or subscription
+//! state — without the connect and teardown.
 
 use crate::bindings::spin::fermyon::spin::redis::{
     Error, Host, HostConnection, Payload, RedisParameter, RedisResult,
@@ -10,11 +15,83 @@ use crate::bindings::spin::fermyon::spin::redis::{
 use crate::state::InstanceState;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use wasmtime::component::Resource;
 
+/// An open connection; handed back to its [`IdleRedis`] when the guest drops
+/// it, unless the guest may have changed its state.
 pub struct RedisConnection {
     connection: MultiplexedConnection,
+    address: String,
+    idle: Arc<IdleRedis>,
+    /// Whether the next `open` may have this connection as if it were new.
+    reusable: bool,
 }
+
+impl Drop for RedisConnection {
+    fn drop(&mut self) {
+        if self.reusable {
+            self.idle.put(&self.address, self.connection.clone());
+        }
+    }
+}
+
+/// Connections the guests dropped, by address: at most [`IdleRedis::KEEP`]
+/// per address, each checked with a `PING` before it is handed out again, so
+/// a Redis that went away is noticed at `open` (where Spin's fresh connection
+/// would fail too) and never hands a guest a dead connection.
+#[derive(Debug, Default)]
+pub struct IdleRedis {
+    by_address: Mutex<HashMap<String, Vec<MultiplexedConnection>>>,
+}
+
+impl IdleRedis {
+    /// Enough for every concurrent request of a busy instance.
+    const KEEP: usize = 256;
+
+    fn take(&self, address: &str) -> Option<MultiplexedConnection> {
+        self.by_address.lock().ok()?.get_mut(address)?.pop()
+    }
+
+    fn put(&self, address: &str, connection: MultiplexedConnection) {
+        if let Ok(mut by_address) = self.by_address.lock() {
+            let idle = by_address.entry(address.to_owned()).or_default();
+            if idle.len() < Self::KEEP {
+                idle.push(connection);
+            }
+        }
+    }
+}
+
+/// Commands after which a connection is no longer what a new one would be:
+/// they select another database, open a transaction or a subscription, or
+/// change the client's identity or protocol. (A script cannot: since
+/// Redis 7, `SELECT` inside a script does not outlive it.)
+const STATEFUL_COMMANDS: &[&str] = &[
+    "AUTH",
+    "CLIENT",
+    "DISCARD",
+    "EXEC",
+    "HELLO",
+    "MONITOR",
+    "MULTI",
+    "PSUBSCRIBE",
+    "PUNSUBSCRIBE",
+    "QUIT",
+    "READONLY",
+    "READWRITE",
+    "RESET",
+    "SELECT",
+    "SSUBSCRIBE",
+    "SUBSCRIBE",
+    "SUNSUBSCRIBE",
+    "SYNC",
+    "PSYNC",
+    "UNSUBSCRIBE",
+    "UNWATCH",
+    "WATCH",
+];
 
 impl InstanceState {
     async fn open_redis(&mut self, address: &str) -> Result<RedisConnection, Error> {
@@ -34,6 +111,22 @@ impl InstanceState {
             crate::outbound::report_denied(&self.component.id, &shown);
             return Err(Error::InvalidAddress);
         }
+        let idle = self.component.idle_redis.clone();
+        while let Some(mut connection) = idle.take(address) {
+            // A connection whose server went away fails here, not in the guest's first command.
+            if redis::cmd("PING")
+                .query_async::<()>(&mut connection)
+                .await
+                .is_ok()
+            {
+                return Ok(RedisConnection {
+                    connection,
+                    address: address.to_owned(),
+                    idle,
+                    reusable: true,
+                });
+            }
+        }
         let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
         // Spin 4.0.2 (redis-rs 0.32) waits for Redis as long as it takes;
         // redis-rs 1.x would give up after 1 s to connect and 500 ms per
@@ -45,7 +138,12 @@ impl InstanceState {
             .get_multiplexed_async_connection_with_config(&unbounded)
             .await
             .map_err(|e| Error::Other(e.to_string()))?;
-        Ok(RedisConnection { connection })
+        Ok(RedisConnection {
+            connection,
+            address: address.to_owned(),
+            idle,
+            reusable: true,
+        })
     }
 
     /// The connection behind a resource (after the test delay, if any).
@@ -160,6 +258,12 @@ impl HostConnection for InstanceState {
         command: String,
         arguments: Vec<RedisParameter>,
     ) -> wasmtime::Result<Result<Vec<RedisResult>, Error>> {
+        if STATEFUL_COMMANDS
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(command.trim()))
+        {
+            self.table.get_mut(&connection)?.reusable = false;
+        }
         let mut conn = self.redis(&connection).await?;
         let mut cmd = redis::cmd(&command);
         for argument in arguments {

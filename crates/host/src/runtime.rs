@@ -177,6 +177,7 @@ impl Runtime {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 pg_pools: PgPools::new(settings.pg_pool_size),
+                idle_redis: Default::default(),
                 store_delay_max: settings.store_delay_max,
             });
             components.insert(id.clone(), Arc::new(LoadedComponent { context, pre }));

@@ -23,6 +23,8 @@ pub struct ComponentContext {
     pub environment: Vec<(String, String)>,
     /// One pool per address, per component, as in Spin.
     pub pg_pools: PgPools,
+    /// Redis connections the component's instances dropped, for the next `open`.
+    pub idle_redis: Arc<crate::redis_host::IdleRedis>,
     /// Test setting: delay every Postgres and Redis call by a random 0..=this,
     /// to widen race windows (zero in normal runs).
     pub store_delay_max: std::time::Duration,

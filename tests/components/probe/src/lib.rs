@@ -29,6 +29,7 @@ async fn handle(req: Request) -> Response {
             json!({ "error": format!("{:?}", pg4::Connection::open("postgres://postgres@127.0.0.2:5432/x").err()) })
         }
         "/redis/ops" => redis_ops(),
+        "/redis/session" => redis_session(),
         "/redis/denied" => {
             json!({ "error": format!("{:?}", redis::Connection::open("redis://127.0.0.2:6379").err()) })
         }
@@ -185,5 +186,31 @@ fn redis_ops() -> Value {
         ])),
         "status": format!("{:?}", redis.execute("SET", &[RedisParameter::Binary(b"probe:x".to_vec()), RedisParameter::Binary(b"1".to_vec())])),
         "server_error": format!("{:?}", redis.execute("NOSUCHCOMMAND", &[])),
+    })
+}
+
+/// What a connection opened after others were dropped shows: one of them
+/// moved to database 15, another was left inside `MULTI`. A new connection
+/// (Spin opens one per `open`) is in the URL's database with no transaction.
+fn redis_session() -> Value {
+    let url = variables::get("redis_url").expect("redis_url");
+    let open = || redis::Connection::open(&url).expect("open redis");
+    let moved = open();
+    let selected = moved.execute("select", &[RedisParameter::Int64(15)]);
+    let planted = moved.set("probe:session", b"database 15".as_ref());
+    drop(moved);
+    let in_transaction = open();
+    let began = in_transaction.execute("MULTI", &[]);
+    drop(in_transaction);
+    let fresh = open();
+    json!({
+        "selected": format!("{selected:?}"),
+        "planted": format!("{planted:?}"),
+        "began": format!("{began:?}"),
+        "set": format!("{:?}", fresh.execute("SET", &[
+            RedisParameter::Binary(b"probe:after".to_vec()),
+            RedisParameter::Binary(b"1".to_vec()),
+        ])),
+        "get_planted": format!("{:?}", fresh.get("probe:session")),
     })
 }

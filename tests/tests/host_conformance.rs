@@ -497,7 +497,7 @@ async fn postgres_tls_is_negotiated_as_spin_does(on: On) {
 }
 }
 
-/// Our host's one deliberate difference (docs/host-vs-spin.md): a dropped
+/// A difference from Spin in cost only (docs/host-vs-spin.md): a dropped
 /// connection is handed to the next `open` instead of a new TCP connection
 /// each time (Spin connects on every `open`), so a run of requests needs only
 /// as many connections as run at once.

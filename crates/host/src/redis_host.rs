@@ -6,7 +6,7 @@
 //! One difference, in cost only: Spin opens a new TCP connection on every
 //! `open`; this host keeps a dropped connection for the next `open` of the
 //! same address (see [`IdleRedis`]), so a guest sees what a fresh connection
-//! would show it — same server, database 0, no transaction or subscription
+//! would show it — the URL's database, no transaction or subscription
 //! state — without the connect and teardown.
 
 use crate::bindings::spin::fermyon::spin::redis::{
@@ -52,6 +52,18 @@ impl IdleRedis {
 
     fn take(&self, address: &str) -> Option<MultiplexedConnection> {
         self.by_address.lock().ok()?.get_mut(address)?.pop()
+    }
+
+    /// A kept connection that still answers; the dead ones are dropped on the way.
+    async fn take_alive(&self, address: &str) -> Option<MultiplexedConnection> {
+        while let Some(mut connection) = self.take(address) {
+            // A server that went away fails here, not in the guest's first command.
+            let ping = redis::cmd("PING").query_async::<()>(&mut connection).await;
+            if ping.is_ok() {
+                return Some(connection);
+            }
+        }
+        None
     }
 
     fn put(&self, address: &str, connection: MultiplexedConnection) {
@@ -112,32 +124,10 @@ impl InstanceState {
             return Err(Error::InvalidAddress);
         }
         let idle = self.component.idle_redis.clone();
-        while let Some(mut connection) = idle.take(address) {
-            // A connection whose server went away fails here, not in the guest's first command.
-            if redis::cmd("PING")
-                .query_async::<()>(&mut connection)
-                .await
-                .is_ok()
-            {
-                return Ok(RedisConnection {
-                    connection,
-                    address: address.to_owned(),
-                    idle,
-                    reusable: true,
-                });
-            }
-        }
-        let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
-        // Spin 4.0.2 (redis-rs 0.32) waits for Redis as long as it takes;
-        // redis-rs 1.x would give up after 1 s to connect and 500 ms per
-        // reply, failing under load where Spin does not.
-        let unbounded = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(None)
-            .set_response_timeout(None);
-        let connection = client
-            .get_multiplexed_async_connection_with_config(&unbounded)
-            .await
-            .map_err(|e| Error::Other(e.to_string()))?;
+        let connection = match idle.take_alive(address).await {
+            Some(kept) => kept,
+            None => connect(address).await?,
+        };
         Ok(RedisConnection {
             connection,
             address: address.to_owned(),
@@ -156,6 +146,21 @@ impl InstanceState {
         // await without holding a borrow of the resource table.
         Ok(self.table.get(connection)?.connection.clone())
     }
+}
+
+/// A new connection, as Spin makes on every `open`.
+async fn connect(address: &str) -> Result<MultiplexedConnection, Error> {
+    let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
+    // Spin 4.0.2 (redis-rs 0.32) waits for Redis as long as it takes;
+    // redis-rs 1.x would give up after 1 s to connect and 500 ms per
+    // reply, failing under load where Spin does not.
+    let unbounded = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(None)
+        .set_response_timeout(None);
+    client
+        .get_multiplexed_async_connection_with_config(&unbounded)
+        .await
+        .map_err(|e| Error::Other(e.to_string()))
 }
 
 fn other(e: redis::RedisError) -> Error {

@@ -686,6 +686,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--host", default=os.path.join(ROOT, "target/host-release/edge-host"))
     parser.add_argument("--only", help="run only the workloads whose name contains this (no raw limits, no report)")
+    parser.add_argument("--runtime", choices=["host", "spin"], help="run the workloads on this runtime only")
+    parser.add_argument("--instances", type=int, choices=[1, 2], help="run the workloads on this many instances only")
     args = parser.parse_args()
     checker = os.path.join(ROOT, "target/debug/check-invariants")
     runs = 1 if args.smoke else args.runs
@@ -728,13 +730,15 @@ def main():
         }
         spin = spin_install()
         # Each workload on our host and, when ../shared/spin is here, on real Spin.
-        runtimes = ["host", "spin"] if spin else ["host"]
+        runtimes = [r for r in (["host", "spin"] if spin else ["host"]) if args.runtime in (None, r)]
         if not spin:
             results["spin_missing"] = "no ../shared/spin here: the Spin column is empty"
         for name, workload in workloads.items():
             if args.only and args.only not in name:
                 continue
             for instances, runtime in itertools.product((1, 2), runtimes):
+                if args.instances not in (None, instances):
+                    continue
                 samples = []
                 for i in range(runs):
                     log(f"{name}, {instances} {runtime} instance(s), run {i + 1}/{runs}")

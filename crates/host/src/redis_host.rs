@@ -16,13 +16,14 @@ use crate::state::InstanceState;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Value};
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use wasmtime::component::Resource;
 
 /// An open connection; handed back to its [`IdleRedis`] when the guest drops
 /// it, unless the guest may have changed its state.
 pub struct RedisConnection {
-    connection: MultiplexedConnection,
+    connection: KeptConnection,
     address: String,
     idle: Arc<IdleRedis>,
     /// Whether the next `open` may have this connection as if it were new.
@@ -37,36 +38,57 @@ impl Drop for RedisConnection {
     }
 }
 
+/// A connection, and a second handle on its socket to see, without a
+/// round trip, whether Redis has closed it.
+#[derive(Clone, Debug)]
+struct KeptConnection {
+    connection: MultiplexedConnection,
+    socket: Arc<std::net::TcpStream>,
+}
+
+impl KeptConnection {
+    /// Whether Redis has closed the connection (restart, shutdown, idle
+    /// `timeout`): the socket, peeked without blocking, holds the end of the
+    /// stream or an error — seen as soon as the close arrives, even before
+    /// the connection's reader has read it.
+    fn is_closed(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.socket.peek(&mut byte) {
+            Ok(0) => true,
+            // A reply to a command whose request was cancelled, not yet read.
+            Ok(_) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
 /// Connections the guests dropped, by address: at most [`IdleRedis::KEEP`]
-/// per address, each checked with a `PING` before it is handed out again, so
-/// a Redis that went away is noticed at `open` (where Spin's fresh connection
-/// would fail too) and never hands a guest a dead connection.
+/// per address. One whose socket Redis has closed (a restart, a shutdown,
+/// an idle timeout) is never handed out again, so a Redis that went away is
+/// noticed at `open` — where Spin's fresh connection would fail too — with
+/// no round trip to ask.
 #[derive(Debug, Default)]
 pub struct IdleRedis {
-    by_address: Mutex<HashMap<String, Vec<MultiplexedConnection>>>,
+    by_address: Mutex<HashMap<String, Vec<KeptConnection>>>,
 }
 
 impl IdleRedis {
     /// Enough for every concurrent request of a busy instance.
     const KEEP: usize = 256;
 
-    fn take(&self, address: &str) -> Option<MultiplexedConnection> {
-        self.by_address.lock().ok()?.get_mut(address)?.pop()
-    }
-
-    /// A kept connection that still answers; the dead ones are dropped on the way.
-    async fn take_alive(&self, address: &str) -> Option<MultiplexedConnection> {
-        while let Some(mut connection) = self.take(address) {
-            // A server that went away fails here, not in the guest's first command.
-            let ping = redis::cmd("PING").query_async::<()>(&mut connection).await;
-            if ping.is_ok() {
-                return Some(connection);
+    /// A kept connection whose socket is still open; closed ones are dropped on the way.
+    fn take_open(&self, address: &str) -> Option<KeptConnection> {
+        let mut by_address = self.by_address.lock().ok()?;
+        let idle = by_address.get_mut(address)?;
+        while let Some(kept) = idle.pop() {
+            if !kept.is_closed() {
+                return Some(kept);
             }
         }
         None
     }
 
-    fn put(&self, address: &str, connection: MultiplexedConnection) {
+    fn put(&self, address: &str, connection: KeptConnection) {
         if let Ok(mut by_address) = self.by_address.lock() {
             let idle = by_address.entry(address.to_owned()).or_default();
             if idle.len() < Self::KEEP {
@@ -124,7 +146,7 @@ impl InstanceState {
             return Err(Error::InvalidAddress);
         }
         let idle = self.component.idle_redis.clone();
-        let connection = match idle.take_alive(address).await {
+        let connection = match idle.take_open(address) {
             Some(kept) => kept,
             None => connect(address).await?,
         };
@@ -144,23 +166,42 @@ impl InstanceState {
         self.component.store_delay().await;
         // A multiplexed connection is a cheap handle; cloning lets the call
         // await without holding a borrow of the resource table.
-        Ok(self.table.get(connection)?.connection.clone())
+        Ok(self.table.get(connection)?.connection.connection.clone())
     }
 }
 
 /// A new connection, as Spin makes on every `open`.
-async fn connect(address: &str) -> Result<MultiplexedConnection, Error> {
+async fn connect(address: &str) -> Result<KeptConnection, Error> {
     let client = redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
-    // Spin 4.0.2 (redis-rs 0.32) waits for Redis as long as it takes;
-    // redis-rs 1.x would give up after 1 s to connect and 500 ms per
-    // reply, failing under load where Spin does not.
-    let unbounded = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(None)
-        .set_response_timeout(None);
-    client
-        .get_multiplexed_async_connection_with_config(&unbounded)
+    let info = client.get_connection_info();
+    // Only TCP: a Unix socket names no host that `allowed_outbound_hosts`
+    // could allow, and this host has no TLS (`rediss://` is refused above).
+    let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+        return Err(Error::InvalidAddress);
+    };
+    let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
         .await
-        .map_err(|e| Error::Other(e.to_string()))
+        .map_err(|e| other(e.into()))?;
+    // The same socket (and its non-blocking mode) under a second descriptor.
+    let socket = stream
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::net::TcpStream::from)
+        .map_err(|e| other(e.into()))?;
+    // Spin 4.0.2 (redis-rs 0.32) waits for Redis as long as it takes;
+    // redis-rs 1.x would give up after 500 ms per reply, failing under load
+    // where Spin does not.
+    let unbounded = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let (connection, driver) =
+        MultiplexedConnection::new_with_config(info.redis_settings(), stream, unbounded)
+            .await
+            .map_err(other)?;
+    // Reads replies until Redis closes the socket or every handle is dropped.
+    tokio::spawn(driver);
+    Ok(KeptConnection {
+        connection,
+        socket: Arc::new(socket),
+    })
 }
 
 fn other(e: redis::RedisError) -> Error {

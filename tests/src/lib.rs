@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod invariants;
 pub mod otlp;
 pub mod private;
+pub mod raw;
 pub mod spin;
 
 use anyhow::{bail, Context, Result};
@@ -757,18 +758,19 @@ pub async fn send(
         .send()
         .await
         .with_context(|| format!("request to {url}"))?;
+    Ok(reply_of(response).await)
+}
+
+/// A response read whole (its body as JSON when it is JSON, else `null`).
+pub async fn reply_of(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let text = response.text().await?;
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    };
-    Ok(Reply {
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
         status,
         headers,
         text,
         body,
-    })
+    }
 }

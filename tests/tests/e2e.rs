@@ -14,7 +14,7 @@
 
 use edge_tests::private::PrivatePostgres;
 use edge_tests::spin::{SpinInstall, SpinVersion};
-use edge_tests::{invariants, token, Options, Reply, TestApp, TestDb};
+use edge_tests::{invariants, raw, reply_of, token, Options, Reply, TestApp, TestDb};
 use redis::Commands;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -63,10 +63,14 @@ e2e! {
     http: [
         health_auth_and_routing,
         bodies_are_json_objects_declared_as_json,
+        bodies_are_read_up_to_their_limit,
+        inputs_a_careful_client_would_not_send_are_client_errors,
+        a_repeat_after_redis_lost_its_keys_is_answered_from_postgres,
         tls_to_postgres_follows_sslmode,
         products,
         wallet_charges,
         concurrent_charges_with_one_key_make_one_charge,
+        one_key_racing_while_redis_is_down_makes_one_effect,
         coupons,
         coupon_storm_across_two_instances,
         orders_and_every_refusal,
@@ -600,6 +604,366 @@ async fn bodies_are_json_objects_declared_as_json(runtime: Runtime) {
     check_invariants(&app).await;
 }
 
+/// A body is read as a stream and never past its 64 KiB limit: a chunked
+/// 512 MiB upload with no token is refused `413` long before it ends, and
+/// the process serving it does not grow by 64 MiB (on Spin 4.0.2 with
+/// spin-sdk's whole-body `Request` it grew by ~1 GiB). A body at the limit
+/// is judged on its merits; one over it, announced or not, is `413`, on a
+/// route without a body too.
+async fn bodies_are_read_up_to_their_limit(runtime: Runtime) {
+    const LIMIT: usize = 64 * 1024;
+    const MIB: u64 = 1024 * 1024;
+    let app = start(&runtime, 1, &[]).await;
+    let base = app.hosts[0].base_url.clone();
+    let json = [("content-type", "application/json")];
+    // Warm every path the huge request takes before measuring.
+    fund(&app, 81, 1_000).await;
+    let before = raw::peak_memory_kib(app.hosts[0].pid());
+    let huge = raw::post_chunked(&base, "/api/v1/wallet/charges", &json, 512 * MIB)
+        .await
+        .unwrap();
+    let grown_mib = raw::peak_memory_kib(app.hosts[0].pid()).saturating_sub(before) / 1024;
+    assert_eq!(huge.status, 413, "{:?}", String::from_utf8_lossy(&huge.body));
+    assert_eq!(huge.json()["code"], "PAYLOAD_TOO_LARGE");
+    assert!(is_request_id(huge.header("request-id").unwrap_or_default()));
+    assert!(
+        huge.written_before_answer < 64 * MIB,
+        "answered only after {} bytes",
+        huge.written_before_answer
+    );
+    assert!(
+        grown_mib < 64,
+        "the process grew by {grown_mib} MiB for a refused body"
+    );
+
+    let padded = |size: usize| {
+        let mut body = br#"{"name": "Kettle", "price": 30000, "stock": 5}"#.to_vec();
+        body.resize(size, b' ');
+        body
+    };
+    let post_product = |body: Vec<u8>| {
+        let app = &app;
+        async move {
+            let admin = admin();
+            let reply = app
+                .request(
+                    Method::POST,
+                    "/api/v1/admin/products",
+                    Some(&admin),
+                    &json,
+                    Some(body),
+                )
+                .await
+                .unwrap();
+            named(reply)
+        }
+    };
+    let at_limit = post_product(padded(LIMIT)).await;
+    assert_eq!(at_limit.status, 201, "{}", at_limit.text);
+    // One byte over, announced by Content-Length: refused unread, and the
+    // rest drained so a client that writes before it reads still gets it.
+    post_product(padded(LIMIT + 1))
+        .await
+        .assert_problem(413, "PAYLOAD_TOO_LARGE");
+    // Over the limit without a length, and on a route that takes no body at all.
+    let chunked_post = raw::post_chunked(&base, "/api/v1/admin/products", &json, 2 * MIB)
+        .await
+        .unwrap();
+    assert_eq!(chunked_post.status, 413);
+    let chunked_get = raw::send_chunked(&base, "GET", "/api/v1/products", &[], 2 * MIB)
+        .await
+        .unwrap();
+    assert_eq!(chunked_get.status, 413);
+    assert_eq!(chunked_get.json()["code"], "PAYLOAD_TOO_LARGE");
+    let products = get(&app, "/api/v1/products", None).await;
+    assert_eq!(
+        products.body["items"].as_array().unwrap().len(),
+        1,
+        "only the body at the limit made a product"
+    );
+    assert_eq!(get(&app, "/api/v1/wallet", Some(81)).await.body["balance"], 1_000);
+}
+
+/// SPEC "Conventions" for what a careful client would not send: the auth
+/// scheme in any case (RFC 9110 11.1); a header the API reads sent twice
+/// (which one counts is ambiguous: refused, never guessed); text Postgres
+/// cannot store; times below the microsecond Postgres keeps, or outside the
+/// years RFC 3339 can write; a refused line named by the client's own
+/// index. Each a 4xx with a stable code, none a 503, none with an effect.
+async fn inputs_a_careful_client_would_not_send_are_client_errors(runtime: Runtime) {
+    let app = start(&runtime, 1, &[]).await;
+    let url = |path: &str| format!("{}{path}", app.hosts[0].base_url);
+    let raw_call = |method: Method, path: &str, headers: Vec<(&'static str, String)>, body: Option<Value>| {
+        let request = app.client.request(method, url(path));
+        let request = headers.iter().fold(request, |r, (n, v)| r.header(*n, v));
+        let request = match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+            None => request,
+        };
+        async move { reply_of(request.send().await.unwrap()).await }
+    };
+    let user = token(91, None);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let reply = raw_call(
+            Method::GET,
+            "/api/v1/wallet",
+            vec![("authorization", format!("{scheme} {user}"))],
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{scheme}: {}", reply.text);
+    }
+    let twice = raw_call(
+        Method::GET,
+        "/api/v1/wallet",
+        vec![
+            ("authorization", format!("Bearer {user}")),
+            ("authorization", format!("Bearer {}", token(92, None))),
+        ],
+        None,
+    )
+    .await;
+    twice.assert_problem(401, "UNAUTHORIZED");
+    let two_keys = raw_call(
+        Method::POST,
+        "/api/v1/wallet/charges",
+        vec![
+            ("authorization", format!("Bearer {user}")),
+            ("idempotency-key", "one".into()),
+            ("idempotency-key", "two".into()),
+        ],
+        Some(json!({"amount": 1000})),
+    )
+    .await;
+    two_keys.assert_problem(400, "INVALID_REQUEST");
+    assert!(two_keys.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("Idempotency-Key"));
+    let two_types = app
+        .client
+        .post(url("/api/v1/wallet/charges"))
+        .bearer_auth(&user)
+        .header("idempotency-key", "types")
+        .header("content-type", "application/json")
+        .header("content-type", "text/plain")
+        .body(r#"{"amount": 1000}"#)
+        .send()
+        .await
+        .unwrap();
+    reply_of(two_types)
+        .await
+        .assert_problem(415, "UNSUPPORTED_MEDIA_TYPE");
+    assert_eq!(
+        get(&app, "/api/v1/wallet", Some(91)).await.body["balance"],
+        0,
+        "no charge was made"
+    );
+
+    // Coupon times as Postgres keeps them.
+    let coupon = |extra: Value| admin_post(&app, "/api/v1/admin/coupons", coupon_body(5, extra));
+    let same_microsecond = coupon(json!({
+        "issueStartsAt": "2030-01-01T00:00:00.0000001Z",
+        "issueEndsAt": "2030-01-01T00:00:00.0000009Z"
+    }))
+    .await;
+    same_microsecond.assert_problem(400, "INVALID_REQUEST");
+    assert!(same_microsecond.body["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("issueEndsAt"));
+    for (field, beyond) in [
+        ("expiresAt", "9999-12-31T23:00:00-05:00"),
+        ("issueStartsAt", "0001-01-01T00:30:00+01:00"),
+    ] {
+        let reply = coupon(json!({ field: beyond })).await;
+        reply.assert_problem(400, "INVALID_REQUEST");
+        assert!(
+            reply.body["detail"].as_str().unwrap().starts_with(field),
+            "{}",
+            reply.text
+        );
+    }
+    let fine = coupon(json!({
+        "issueStartsAt": "2020-01-01T00:00:00.0000019Z",
+        "expiresAt": "9999-12-31T23:59:59.9999999Z"
+    }))
+    .await;
+    assert_eq!(fine.status, 201, "{}", fine.text);
+    assert_eq!(fine.body["issueStartsAt"], "2020-01-01T00:00:00.000001Z");
+    assert_eq!(fine.body["expiresAt"], "9999-12-31T23:59:59.999999Z");
+    let shown = get(&app, &format!("/api/v1/coupons/{}", fine.body["id"]), None).await;
+    assert_eq!(shown.body["expiresAt"], "9999-12-31T23:59:59.999999Z");
+
+    // A refund's text and its lines, as the client wrote them.
+    let low = new_product(&app, 1_000, 5).await;
+    let high = new_product(&app, 2_000, 5).await;
+    fund(&app, 91, 10_000).await;
+    let paid = paid_order(&app, 91, "careful-1", json!({"items": [line(high, 1)]})).await;
+    let with_nul = refund(
+        &app,
+        paid,
+        "careful-r1",
+        json!({"items": [line(high, 1)], "reason": "bad\u{0}byte"}),
+    )
+    .await;
+    with_nul.assert_problem(400, "INVALID_REQUEST");
+    assert!(with_nul.body["detail"].as_str().unwrap().starts_with("reason"));
+    // `low` is not in the order; it sorts first, but the client sent it second.
+    let not_in_order = refund(
+        &app,
+        paid,
+        "careful-r2",
+        json!({"items": [line(high, 1), line(low, 1)]}),
+    )
+    .await;
+    not_in_order.assert_problem(400, "INVALID_REQUEST");
+    assert!(
+        not_in_order.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("items[1].productId"),
+        "{}",
+        not_in_order.text
+    );
+    let noted = refund(
+        &app,
+        paid,
+        "careful-r3",
+        json!({"items": [line(high, 1)], "reason": "box\ncrushed\tbadly"}),
+    )
+    .await;
+    assert_eq!(noted.status, 201, "{}", noted.text);
+    check_invariants(&app).await;
+}
+
+/// Delete every Redis key of the app's database: a flush, a failover to a
+/// replica that had not caught up, or simply the 24 h retention passing.
+fn forget_redis(app: &TestApp) {
+    let mut redis = app.redis().unwrap();
+    let keys: Vec<String> = redis
+        .scan_match(app.redis_key("*"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!keys.is_empty(), "the app had Redis keys to lose");
+    let _: () = redis.del(keys).unwrap();
+}
+
+/// SPEC "Idempotency": Redis is the fast path, Postgres the backstop. After
+/// every Redis key of the database is gone, the same request again is
+/// answered with the same status and ids from Postgres, with no second
+/// effect — for charges, orders, cancels, refunds and coupon issues. Spin
+/// reports the unique violation of a `query` without its SQLSTATE, so the
+/// statements find the earlier effect themselves.
+async fn a_repeat_after_redis_lost_its_keys_is_answered_from_postgres(runtime: Runtime) {
+    let app = start(&runtime, 1, &[]).await;
+    let pg = app.pg().await.unwrap();
+    let count = |sql: &'static str| {
+        let pg = &pg;
+        async move { pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let same = |first: &Reply, again: &Reply, id: &str| {
+        assert_eq!(again.status, first.status, "{}", again.text);
+        assert_eq!(again.body[id], first.body[id], "{}", again.text);
+        assert_eq!(
+            again.header("idempotent-replayed"),
+            Some("true"),
+            "{}",
+            again.text
+        );
+    };
+
+    let charged = charge(&app, 93, "lost-charge", 50_000).await;
+    assert_eq!(charged.status, 201, "{}", charged.text);
+    forget_redis(&app);
+    same(
+        &charged,
+        &charge(&app, 93, "lost-charge", 50_000).await,
+        "chargeId",
+    );
+    forget_redis(&app);
+    charge(&app, 93, "lost-charge", 2_000)
+        .await
+        .assert_problem(422, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(
+        count("SELECT count(*) FROM wallet_ledger WHERE kind = 'CHARGE'").await,
+        1
+    );
+
+    let product = new_product(&app, 1_000, 10).await;
+    let body = json!({"items": [line(product, 2)]});
+    let ordered = order(&app, 93, "lost-order", body.clone()).await;
+    assert_eq!(ordered.status, 201, "{}", ordered.text);
+    forget_redis(&app);
+    same(
+        &ordered,
+        &order(&app, 93, "lost-order", body.clone()).await,
+        "orderId",
+    );
+    assert_eq!(count("SELECT count(*) FROM orders").await, 1);
+
+    let order_id = ordered.body["orderId"].as_i64().unwrap();
+    let cancelled = cancel(&app, 93, order_id, "lost-cancel").await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+    forget_redis(&app);
+    let again = cancel(&app, 93, order_id, "lost-cancel").await;
+    same(&cancelled, &again, "orderId");
+    assert_eq!(again.body["refunds"], cancelled.body["refunds"]);
+    assert_eq!(again.body["balance"], cancelled.body["balance"]);
+
+    let second = paid_order(&app, 93, "lost-order-2", json!({"items": [line(product, 3)]})).await;
+    let refunded = refund(&app, second, "lost-refund", refund_lines(&[(product, 1)])).await;
+    assert_eq!(refunded.status, 201, "{}", refunded.text);
+    forget_redis(&app);
+    let again = refund(&app, second, "lost-refund", refund_lines(&[(product, 1)])).await;
+    same(&refunded, &again, "refundId");
+    for member in ["amount", "orderStatus", "balance", "createdAt", "items"] {
+        assert_eq!(
+            again.body[member], refunded.body[member],
+            "{member}: {}",
+            again.text
+        );
+    }
+    assert_eq!(count("SELECT count(*) FROM refunds").await, 2);
+    assert_eq!(
+        count("SELECT count(*) FROM wallet_ledger WHERE kind = 'REFUND'").await,
+        2
+    );
+
+    let coupon = new_coupon(&app, 3, json!({})).await;
+    let first = issue(&app, coupon, 93).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    forget_redis(&app);
+    issue(&app, coupon, 93)
+        .await
+        .assert_problem(409, "COUPON_ALREADY_ISSUED");
+    // Redis lost only this issue (a failover to a replica behind by one
+    // write): it grants the user a unit again, and Postgres says no.
+    let mut redis = app.redis().unwrap();
+    let removed: i64 = redis
+        .srem(app.redis_key(&format!("coupon:{{{coupon}}}:issued")), 93)
+        .unwrap();
+    assert_eq!(removed, 1);
+    let _: i64 = redis
+        .incr(app.redis_key(&format!("coupon:{{{coupon}}}:remaining")), 1)
+        .unwrap();
+    issue(&app, coupon, 93)
+        .await
+        .assert_problem(409, "COUPON_ALREADY_ISSUED");
+    issue(&app, coupon, 93)
+        .await
+        .assert_problem(409, "COUPON_ALREADY_ISSUED");
+    assert_eq!(
+        count("SELECT count(*) FROM user_coupons").await,
+        1,
+        "one copy, whatever Redis said"
+    );
+    check_invariants(&app).await;
+}
+
 /// Spin tries TLS unless the URL says `sslmode=disable`, and verifies the
 /// certificate: the shared Postgres (self-signed, as Debian ships it) is
 /// unreachable without it.
@@ -814,6 +1178,153 @@ async fn concurrent_charges_with_one_key_make_one_charge(runtime: Runtime) {
         60_000
     );
     check_invariants(&app).await;
+}
+
+/// Run `requests` while a transaction of the test holds `lock` (a
+/// `SELECT … FOR UPDATE` of a row every request's statement locks), and
+/// release it once several requests wait on it: they all started their
+/// statements before any of them could commit, so every one after the
+/// first meets a committed effect its snapshot does not show.
+async fn behind_a_lock<F: std::future::Future<Output = Vec<Reply>>>(
+    app: &TestApp,
+    lock: &str,
+    requests: F,
+) -> Vec<Reply> {
+    let mut holder = app.pg().await.unwrap();
+    let transaction = holder.transaction().await.unwrap();
+    transaction.execute(lock, &[]).await.unwrap();
+    let watcher = app.pg().await.unwrap();
+    let waiting = async {
+        for _ in 0..200 {
+            let row = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            if row.get::<_, i64>(0) >= 4 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the requests never queued behind the test's lock");
+    };
+    let (replies, ()) = tokio::join!(requests, async {
+        waiting.await;
+        transaction.commit().await.unwrap();
+    });
+    replies
+}
+
+/// Invariant 5 with Redis down, so the Postgres backstop alone decides:
+/// a hundred requests with one key, across two instances, make one charge,
+/// one order, one cancel and one refund. They are held behind a row lock
+/// first, so most of them race the winner's commit: the charge statement
+/// fails on the unique key, the cancel finds the order refunded, the
+/// refund fails on its unique key — and each is answered with the effect
+/// that won (or `409 REQUEST_IN_PROGRESS` while the winning order is still
+/// being paid), never a `503` and never a second effect, without the
+/// SQLSTATE Spin does not give for a `query`.
+async fn one_key_racing_while_redis_is_down_makes_one_effect(runtime: Runtime) {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (url, host) = (format!("redis://{dead}"), dead.to_string());
+    let app = start(
+        &runtime,
+        2,
+        &[
+            ("SPIN_VARIABLE_REDIS_URL", &url),
+            ("SPIN_VARIABLE_REDIS_HOST", &host),
+        ],
+    )
+    .await;
+    let one_of = |replies: &[Reply], ok: u16, id: &str| -> Value {
+        let ids: std::collections::HashSet<String> = replies
+            .iter()
+            .filter(|r| r.status == ok)
+            .map(|r| r.body[id].to_string())
+            .collect();
+        for reply in replies {
+            let in_progress = reply.status == 409 && reply.body["code"] == "REQUEST_IN_PROGRESS";
+            assert!(
+                reply.status == ok || in_progress,
+                "{}: {}",
+                reply.status,
+                reply.text
+            );
+        }
+        assert_eq!(ids.len(), 1, "one key, one {id}: {:?}", tally(replies));
+        serde_json::from_str(ids.iter().next().unwrap()).unwrap()
+    };
+
+    fund(&app, 44, 1_000).await;
+    let charges = behind_a_lock(
+        &app,
+        "SELECT 1 FROM wallets WHERE user_id = 44 FOR UPDATE",
+        all_at_once(100, |_| charge(&app, 44, "down-charge", 100_000)),
+    )
+    .await;
+    one_of(&charges, 201, "chargeId");
+    assert_eq!(
+        get(&app, "/api/v1/wallet", Some(44)).await.body["balance"],
+        101_000
+    );
+
+    let product = new_product(&app, 1_000, 100).await;
+    let body = json!({"items": [line(product, 3)]});
+    let orders = all_at_once(100, |_| order(&app, 44, "down-order", body.clone())).await;
+    let order_id = one_of(&orders, 201, "orderId").as_i64().unwrap();
+    // Once the winner is paid, every repeat is its answer.
+    let again = order(&app, 44, "down-order", body.clone()).await;
+    assert_eq!(
+        (again.status, again.body["orderId"].as_i64()),
+        (201, Some(order_id))
+    );
+
+    let lock_order = |id: i64| format!("SELECT 1 FROM orders WHERE id = {id} FOR UPDATE");
+    let cancels = behind_a_lock(
+        &app,
+        &lock_order(order_id),
+        all_at_once(100, |_| cancel(&app, 44, order_id, "down-cancel")),
+    )
+    .await;
+    one_of(&cancels, 200, "orderId");
+    for reply in &cancels {
+        assert_eq!(reply.body["status"], "REFUNDED", "{}", reply.text);
+    }
+
+    let second = paid_order(&app, 44, "down-order-2", json!({"items": [line(product, 5)]})).await;
+    let refunds = behind_a_lock(
+        &app,
+        &lock_order(second),
+        all_at_once(100, |_| {
+            refund(&app, second, "down-refund", refund_lines(&[(product, 2)]))
+        }),
+    )
+    .await;
+    one_of(&refunds, 201, "refundId");
+
+    let pg = app.pg().await.unwrap();
+    let count = |sql: &'static str| {
+        let pg = &pg;
+        async move { pg.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM wallet_ledger WHERE kind = 'CHARGE'").await,
+        2
+    );
+    assert_eq!(count("SELECT count(*) FROM orders").await, 2);
+    assert_eq!(
+        count("SELECT count(*) FROM wallet_ledger WHERE kind = 'PAYMENT'").await,
+        2
+    );
+    assert_eq!(count("SELECT count(*) FROM refunds").await, 2);
+    assert_eq!(stock_of(&app, product).await, 100 - 5 + 2);
+    invariants::assert_all(&pg).await;
 }
 
 async fn coupons(runtime: Runtime) {

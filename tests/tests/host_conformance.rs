@@ -324,18 +324,36 @@ async fn timestamptz_cannot_be_read_as_on_spin_but_utc_timestamps_can(on: On) {
     );
 }
 
-async fn postgres_constraint_violations_carry_their_sqlstate(on: On) {
+async fn postgres_errors_carry_what_spin_gives(on: On) {
+    // What a failed statement tells a guest: an `execute` carries the
+    // SQLSTATE; a `query` that fails while it runs carries only text (Spin
+    // reads rows as a stream and reports a failure there as words), so the
+    // app can never branch on a code there; a `query` refused while binding
+    // its parameters carries the code again.
     let probe = Probe::start(&on, &[]).await;
     let body = probe.get("/pg/unique").await.body;
-    assert_eq!(body["code"], "23505", "{body}");
-    assert_eq!(body["severity"], "ERROR");
-    let extras = body["extras"].as_array().unwrap();
+    let execute = &body["execute"];
+    assert_eq!(execute["kind"], "db-error", "{body}");
+    assert_eq!(execute["code"], "23505", "{body}");
+    assert_eq!(execute["severity"], "ERROR");
+    let extras = execute["extras"].as_array().unwrap();
     assert!(
         extras
             .iter()
             .any(|e| e[0] == "constraint" && e[1] == "probe_unique_pkey"),
         "{extras:?}"
     );
+    let query = &body["query"];
+    assert_eq!(query["kind"], "text", "{body}");
+    let text = query["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Error::QueryFailed(QueryError::DbError(DbError {")
+            && text.contains(r#"code: "23505""#),
+        "{text}"
+    );
+    let bind = &body["bind"];
+    assert_eq!(bind["kind"], "db-error", "{body}");
+    assert_eq!(bind["code"], "22021", "{body}");
 }
 
 async fn a_new_redis_connection_carries_no_earlier_session(on: On) {

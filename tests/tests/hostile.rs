@@ -1,26 +1,22 @@
 //! Hostile input at the edge, through the real host and components: the tokens
-//! an attacker tries first, and heads and bodies too large to be honest. Each
+//! an attacker tries first, and heads too large to be honest (bodies too
+//! large: e2e's `bodies_are_read_up_to_their_limit`, on Spin too). Each
 //! is a `problem+json` 4xx with a stable code; a well-formed control request
 //! beside each case proves the check is what refused it.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use edge_tests::contract::Contract;
-use edge_tests::{send, Reply, TestApp, SECRET};
+use edge_tests::{reply_of, Reply, TestApp, SECRET};
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::header::{HeaderName, HeaderValue};
-use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
 const ISSUER: &str = "https://auth.shop.example";
 const AUDIENCE: &str = "commerce-edge";
-/// The host's default limits (`edge-host up --max-body-bytes/--max-header-bytes`).
-const HOST_MAX_BODY: usize = 1024 * 1024;
+/// The host's default limit of a request head (`edge-host up --max-header-bytes`).
 const HOST_MAX_HEADERS: usize = 64 * 1024;
-/// What a component's JSON parser accepts (`edge::input`).
-const COMPONENT_MAX_BODY: usize = 64 * 1024;
 
 fn now() -> i64 {
     jsonwebtoken::get_current_timestamp() as i64
@@ -101,19 +97,6 @@ async fn wallet_with(app: &TestApp, authorization: HeaderValue) -> Reply {
         .await
         .unwrap();
     reply_of(response).await
-}
-
-async fn reply_of(response: reqwest::Response) -> Reply {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        text,
-        body,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,84 +242,6 @@ async fn admin_routes_want_exactly_the_admin_role() {
         reply.assert_problem(status, code);
     }
     assert_eq!(product_count(&app).await, 1, "only the admin's product exists");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn oversized_bodies_are_413_problems() {
-    let app = TestApp::start(1).await.unwrap();
-    let admin = edge_tests::token(1, Some("admin"));
-    let post = |body: Vec<u8>| {
-        let url = format!("{}/api/v1/admin/products", app.base_url());
-        let client = app.client.clone();
-        let admin = admin.clone();
-        async move {
-            send(
-                &client,
-                Method::POST,
-                &url,
-                Some(&admin),
-                &[("content-type", "application/json")],
-                Some(body),
-            )
-            .await
-            .unwrap()
-        }
-    };
-    // A JSON body just under the component's limit is read and judged on its merits.
-    let padded = |size: usize| {
-        let mut body = br#"{"name": "Kettle", "price": 30000, "stock": 5}"#.to_vec();
-        body.resize(size, b' ');
-        body
-    };
-    let under = post(padded(COMPONENT_MAX_BODY)).await;
-    assert_eq!(under.status, 201, "{}", under.text);
-
-    // Over the component's limit: the component refuses it, as documented.
-    let over = post(padded(COMPONENT_MAX_BODY + 1)).await;
-    over.assert_problem(413, "PAYLOAD_TOO_LARGE");
-    let served = app.get("/api/v1/openapi.json", None).await.unwrap();
-    Contract::new(served.body).check("POST", "/api/v1/admin/products", &over);
-    // Over the host's limit, announced by Content-Length: the host refuses it
-    // without running a component.
-    let too_big = post(padded(HOST_MAX_BODY + 1)).await;
-    too_big.assert_problem(413, "PAYLOAD_TOO_LARGE");
-    assert!(too_big.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains(&HOST_MAX_BODY.to_string()));
-
-    // Over the host's limit without a Content-Length (chunked): refused as it arrives.
-    let chunks = (0..HOST_MAX_BODY / 8192 + 2).map(|_| Ok::<_, std::io::Error>(vec![b' '; 8192]));
-    let url = format!("{}/api/v1/admin/products", app.base_url());
-    let chunked = app
-        .client
-        .post(&url)
-        .bearer_auth(&admin)
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
-    reply_of(chunked).await.assert_problem(413, "PAYLOAD_TOO_LARGE");
-
-    // A GET with a huge body is refused too: the limit is the host's, not a route's.
-    let url = format!("{}/api/v1/products", app.base_url());
-    let get = send(
-        &app.client,
-        Method::GET,
-        &url,
-        None,
-        &[],
-        Some(vec![b'x'; HOST_MAX_BODY + 1]),
-    )
-    .await;
-    get.unwrap().assert_problem(413, "PAYLOAD_TOO_LARGE");
-
-    assert_eq!(
-        product_count(&app).await,
-        1,
-        "only the body under the limit made a product"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -35,16 +35,13 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 0
 ";
 
-/// Undo one `DECIDE` whose issue could not be persisted. With ARGV[2] = 1 the
-/// user's slot is given back too, and the unit only if the slot was still
-/// there (so a rebuild in between cannot be credited twice); with 0 the user
-/// keeps the slot (Postgres says they do have one) and only the unit returns.
+/// Undo one `DECIDE` whose issue could not be persisted: the user's slot is
+/// given back, and the unit only if the slot was still there (so a rebuild
+/// in between cannot be credited twice). Not run when Postgres says the
+/// user holds a copy: then the slot and the unit `DECIDE` took are exactly
+/// what Redis had lost of that copy.
 const COMPENSATE: &str = r"
-if ARGV[2] == '1' then
-  if redis.call('SREM', KEYS[2], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('INCR', KEYS[1])
-  end
-elseif redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('SREM', KEYS[2], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('INCR', KEYS[1])
 end
 return 1
@@ -168,17 +165,10 @@ impl Allocation {
             .map_err(unavailable)
     }
 
-    /// Give back what `decide` took; `release_user` also frees the user's slot.
-    pub fn compensate(&self, user_id: i64, release_user: bool) -> Result<(), Problem> {
+    /// Give back what `decide` took for `user_id`: the unit and the slot.
+    pub fn compensate(&self, user_id: i64) -> Result<(), Problem> {
         Script::new(COMPENSATE)
-            .run(
-                &self.redis,
-                &self.keys(),
-                &[
-                    RedisParameter::Int64(user_id),
-                    RedisParameter::Int64(i64::from(release_user)),
-                ],
-            )
+            .run(&self.redis, &self.keys(), &[RedisParameter::Int64(user_id)])
             .map(drop)
             .map_err(unavailable)
     }

@@ -14,10 +14,11 @@ use edge::input::{json_body, page};
 use edge::pg::{column, instant, rfc3339, utc, utc_opt, utc_param, Db, Query};
 use edge::redis::DATABASE_ID_COLUMN;
 use edge::respond::{self, Page};
-use edge::router::{dispatch, get, post, Params};
+use edge::router::{get, post, serve, Params};
+use edge::Request;
 use edge::{ApiResult, Problem};
 use serde::Serialize;
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 use spin_sdk::pg4::{ParameterValue, Row};
 
@@ -42,18 +43,30 @@ RETURNING ";
 const GET_COUPON: &str = "SELECT now() AT TIME ZONE 'UTC' AS now, ";
 
 /// Invariant 3, durably: the issue is counted on the coupon row only while
-/// below the quantity, and recorded once per (coupon, user) — both or neither.
-/// Answers with the coupon (as `c`, for `COUPON_COLUMNS`) and the new copy.
-const PERSIST_ISSUE_COUNTED: &str = "counted AS (
+/// below the quantity, and recorded once per (coupon, user) — both or
+/// neither; a user Postgres already holds a copy for (`held`: Redis had lost
+/// it) changes nothing. Answers with `held`, and with the coupon (as `c`,
+/// for `COUPON_COLUMNS`) and the new copy when one was issued.
+const PERSIST_ISSUE_COUNTED: &str = "held AS (
+        SELECT 1 FROM user_coupons WHERE coupon_id = $1 AND user_id = $2
+    ), counted AS (
         UPDATE coupons SET issued_count = issued_count + 1
-        WHERE id = $1 AND issued_count < total_quantity
+        WHERE id = $1 AND issued_count < total_quantity AND NOT EXISTS (SELECT 1 FROM held)
         RETURNING *
     ), issued AS (
         INSERT INTO user_coupons (coupon_id, user_id) SELECT id, $2 FROM counted
         RETURNING id, issued_at
     )";
-const PERSIST_ISSUE_ANSWER: &str = "SELECT now() AT TIME ZONE 'UTC' AS now, issued.id AS user_coupon_id,
+const PERSIST_ISSUE_ANSWER: &str = "SELECT EXISTS (SELECT 1 FROM held) AS held,
+    now() AT TIME ZONE 'UTC' AS now, issued.id AS user_coupon_id,
     issued.issued_at AT TIME ZONE 'UTC' AS issued_at, ";
+const PERSIST_ISSUE_FROM: &str = "FROM (VALUES (1)) AS one LEFT JOIN (issued CROSS JOIN counted c) ON true";
+
+/// Whether the user holds a copy, read after the issue statement failed:
+/// a request of the same user that committed first makes it fail on the
+/// unique (coupon, user), and then the answer is that they have it.
+const HOLDS_COPY: Query =
+    Query::new("SELECT 1 AS held FROM user_coupons WHERE coupon_id = $1 AND user_id = $2");
 
 /// One consistent snapshot to rebuild the Redis keys from, with the database's
 /// clock (and, after it, `DATABASE_ID_COLUMN`: keys are built only for their own database).
@@ -70,13 +83,11 @@ const LIST_USER_COUPONS: &str = "
 SELECT now() AT TIME ZONE 'UTC' AS now, uc.id AS user_coupon_id, uc.status, uc.order_id,
        uc.issued_at AT TIME ZONE 'UTC' AS issued_at, uc.used_at AT TIME ZONE 'UTC' AS used_at, ";
 
-/// The unique (coupon, user) constraint: this user already has the coupon.
-const UNIQUE_VIOLATION: &str = "23505";
-
 #[http_component]
-fn handle(req: Request) -> Response {
-    dispatch(
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve(
         req,
+        out,
         "coupon",
         &[
             post("/api/v1/admin/coupons", create_coupon),
@@ -85,6 +96,7 @@ fn handle(req: Request) -> Response {
             get("/api/v1/me/coupons", my_coupons),
         ],
     )
+    .await
 }
 
 /// A coupon as stored.
@@ -302,48 +314,11 @@ fn issue_coupon(req: &Request, params: &Params) -> ApiResult {
         Decision::Missing => return Err(Problem::unavailable("the coupon's stock could not be loaded")),
     }
 
-    let persisted = match db {
+    let outcome = match db {
         Some(db) => Ok(db),
         None => Db::connect(),
     }
-    .and_then(|db| {
-        let answer = format!("{PERSIST_ISSUE_ANSWER}{COUPON_COLUMNS} FROM issued, counted c");
-        db.query(
-            &Query::with(PERSIST_ISSUE_COUNTED, &answer),
-            &[ParameterValue::Int64(id), ParameterValue::Int64(caller.user_id)],
-        )
-        .map_err(|e| {
-            if e.sqlstate() == Some(UNIQUE_VIOLATION) {
-                // Postgres knows this user has one although Redis did not.
-                already_issued()
-            } else {
-                Problem::unavailable("the coupon could not be recorded; nothing was issued")
-            }
-        })
-    });
-    let outcome = match persisted {
-        Ok(rows) => match rows.first(|row| {
-            let state = UserCouponState {
-                id: column(row, "user_coupon_id")?,
-                used: false,
-                issued_at: utc(row, "issued_at")?,
-                used_at: None,
-                order_id: None,
-                now: instant(row, "now")?,
-            };
-            Ok(CouponRecord::from_row(row)?.user_view(state))
-        }) {
-            Ok(Some(issued)) => Ok(issued),
-            // Postgres counted the quantity out although Redis had a unit: Redis was behind.
-            Ok(None) => Err((sold_out(), true)),
-            Err(problem) => Err((problem, true)),
-        },
-        // The user keeps the slot when Postgres says they do have one.
-        Err(problem) => {
-            let release_user = problem.code != ErrorCode::CouponAlreadyIssued;
-            Err((problem, release_user))
-        }
-    };
+    .and_then(|db| record_issue(&db, id, caller.user_id));
     match outcome {
         Ok(issued) => {
             // Best effort: the issue is recorded; a failure here only leaves
@@ -353,8 +328,11 @@ fn issue_coupon(req: &Request, params: &Params) -> ApiResult {
             }
             Ok(respond::json(201, &issued))
         }
-        Err((problem, release_user)) => {
-            if let Err(e) = allocation.compensate(caller.user_id, release_user) {
+        // Postgres says the user holds a copy Redis had lost: what `DECIDE`
+        // just took (their slot and a unit) is that copy, so it stays.
+        Err(problem) if problem.code == ErrorCode::CouponAlreadyIssued => Err(problem),
+        Err(problem) => {
+            if let Err(e) = allocation.compensate(caller.user_id) {
                 eprintln!(
                     "coupon {id}: could not give back a unit for user {}: {}",
                     caller.user_id, e.detail
@@ -363,6 +341,48 @@ fn issue_coupon(req: &Request, params: &Params) -> ApiResult {
             Err(problem)
         }
     }
+}
+
+/// Record an issue Redis granted: the user's copy, or `409` when Postgres
+/// says they have one (or that the coupons are gone), or `503`.
+fn record_issue(db: &Db, id: i64, user_id: i64) -> Result<UserCoupon, Problem> {
+    let params = [ParameterValue::Int64(id), ParameterValue::Int64(user_id)];
+    let answer = format!("{PERSIST_ISSUE_ANSWER}{COUPON_COLUMNS} {PERSIST_ISSUE_FROM}");
+    let rows = match db.query(&Query::with(PERSIST_ISSUE_COUNTED, &answer), &params) {
+        Ok(rows) => rows,
+        Err(failed) => {
+            let holds = db.query(&HOLDS_COPY, &params).map(|rows| !rows.is_empty());
+            return Err(match holds {
+                Ok(true) => already_issued(),
+                _ => {
+                    eprintln!(
+                        "coupon {id}: the issue could not be recorded: {}",
+                        Problem::from(failed).detail
+                    );
+                    Problem::unavailable("the coupon could not be recorded; nothing was issued")
+                }
+            });
+        }
+    };
+    let issued = rows.first(|row| {
+        if column::<bool>(row, "held")? {
+            return Err(already_issued());
+        }
+        let Some(user_coupon_id) = column::<Option<i64>>(row, "user_coupon_id")? else {
+            // Postgres counted the quantity out although Redis had a unit: Redis was behind.
+            return Err(sold_out());
+        };
+        let state = UserCouponState {
+            id: user_coupon_id,
+            used: false,
+            issued_at: utc(row, "issued_at")?,
+            used_at: None,
+            order_id: None,
+            now: instant(row, "now")?,
+        };
+        Ok(CouponRecord::from_row(row)?.user_view(state))
+    })?;
+    issued.ok_or_else(|| Problem::unavailable("the issue statement answered no row"))
 }
 
 fn already_issued() -> Problem {

@@ -5,10 +5,11 @@
 use commerce::order::OrderStatus;
 use edge::pg::{column, Db, Query};
 use edge::redis::{text, Redis, DATABASE_ID_COLUMN};
-use edge::router::{dispatch, get, Params};
+use edge::router::{get, serve, Params};
+use edge::Request;
 use edge::{respond, ApiResult, Problem};
 use serde_json::{json, Value};
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{IncomingRequest, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use spin_sdk::pg4::ParameterValue;
 use spin_sdk::redis::{RedisParameter, RedisResult};
@@ -17,9 +18,10 @@ use spin_sdk::redis::{RedisParameter, RedisResult};
 const OPENAPI: &str = include_str!("../openapi.json");
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    dispatch(
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve(
         req,
+        out,
         "ops",
         &[
             get("/api/v1/health", health),
@@ -27,6 +29,7 @@ fn handle(req: Request) -> Response {
             get("/api/v1/admin/ops", on_call),
         ],
     )
+    .await
 }
 
 /// The id of the database `pg_url` names, `None` when Postgres does not answer.

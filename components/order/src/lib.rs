@@ -13,14 +13,15 @@ use edge::input::{json_body, page};
 use edge::pg::Db;
 use edge::redis::Redis;
 use edge::respond::{self, Page};
-use edge::router::{dispatch, get, post, Params};
+use edge::router::{get, post, serve, Params};
+use edge::Request;
 use edge::{ApiResult, Problem};
 use order_flow::recovery::{self, RunError};
 use order_flow::refund::{self as refunds, Asker, Outcome, Refunded};
 use order_flow::view::{self, Item, PaidOrder, Select};
 use order_flow::{Created, Failpoints, NewOrder, StepError, Undo};
 use serde::Serialize;
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{IncomingRequest, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
 /// The idempotency scope of order placement.
@@ -30,9 +31,10 @@ const CANCEL_ROUTE: &str = "orders.cancel";
 const REFUND_ROUTE: &str = "admin.orders.refund";
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    dispatch(
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve(
         req,
+        out,
         "order",
         &[
             post("/api/v1/orders", place_order),
@@ -43,6 +45,7 @@ fn handle(req: Request) -> Response {
             post("/api/v1/admin/recovery/run", run_recovery),
         ],
     )
+    .await
 }
 
 fn place_order(req: &Request, _: &Params) -> ApiResult {
@@ -73,7 +76,7 @@ fn place_order(req: &Request, _: &Params) -> ApiResult {
                 fingerprint: &owned.fingerprint,
                 request: &request,
             };
-            let failpoints = Failpoints::from_header(req.header("x-failpoint").and_then(|v| v.as_str()));
+            let failpoints = Failpoints::from_header(req.header_str("x-failpoint"));
             let outcome = place(
                 &db,
                 &new,
@@ -196,6 +199,11 @@ fn answer_from_postgres(db: &Db, new: &NewOrder<'_>) -> ApiResult {
     .ok_or_else(|| Problem::unavailable("the order for this key is not readable yet"))?;
     if order.request_fingerprint != new.fingerprint {
         return Err(idempotency::reused());
+    }
+    // Another request with the key is still paying for it (or died doing so,
+    // and recovery will end it): its answer is not known yet.
+    if order.status == OrderStatus::Pending {
+        return Err(idempotency::in_progress());
     }
     Ok(replayed(answer_for(&order)?))
 }
@@ -451,7 +459,7 @@ fn list_orders(req: &Request, _: &Params) -> ApiResult {
 /// SPEC §5: run the recovery batch now (for platforms without cron triggers).
 fn run_recovery(req: &Request, _: &Params) -> ApiResult {
     auth::authenticate_admin(req)?;
-    let failpoints = Failpoints::from_header(req.header("x-failpoint").and_then(|v| v.as_str()));
+    let failpoints = Failpoints::from_header(req.header_str("x-failpoint"));
     match recovery::run(failpoints.recovery_lock(), pending_timeout()?) {
         Ok(summary) => Ok(respond::ok(&summary)),
         Err(RunError::Locked) => Err(Problem::new(

@@ -7,11 +7,12 @@ use commerce::popular::{parse_days, parse_limit, rank, Window};
 use edge::input::query_param;
 use edge::pg::{column, instant, rfc3339, Db, Query};
 use edge::redis::{text, Redis, DATABASE_ID_COLUMN};
-use edge::router::{dispatch, get, Params};
+use edge::router::{get, serve, Params};
+use edge::Request;
 use edge::{respond, ApiResult, Problem};
 use order_flow::popular::{sold_in_postgres, sold_in_redis};
 use serde::Serialize;
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{IncomingRequest, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use spin_sdk::pg4::ParameterValue;
 use spin_sdk::redis::RedisParameter;
@@ -25,8 +26,8 @@ const NOW: &str = "SELECT now() AT TIME ZONE 'UTC' AS now";
 const PRODUCTS: Query = Query::new("SELECT id, name, price FROM products WHERE id = ANY($1)");
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    dispatch(req, "popular", &[get("/api/v1/products/popular", popular)])
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve(req, out, "popular", &[get("/api/v1/products/popular", popular)]).await
 }
 
 #[derive(Serialize)]

@@ -6,10 +6,11 @@ use edge::bodies::CreateProductBody;
 use edge::input::{json_body, page};
 use edge::pg::{column, Db, Query};
 use edge::respond::{self, Page};
-use edge::router::{dispatch, get, post, Params};
+use edge::router::{get, post, serve, Params};
+use edge::Request;
 use edge::{auth, ApiResult, Problem};
 use serde::Serialize;
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 use spin_sdk::pg4::{ParameterValue, Row};
 
@@ -27,9 +28,10 @@ const INSERT_PRODUCT: Query = Query::new(
 );
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    dispatch(
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve(
         req,
+        out,
         "products",
         &[
             get("/api/v1/products", list_products),
@@ -37,6 +39,7 @@ fn handle(req: Request) -> Response {
             post("/api/v1/admin/products", create_product),
         ],
     )
+    .await
 }
 
 #[derive(Serialize)]

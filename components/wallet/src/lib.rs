@@ -8,10 +8,11 @@ use edge::idempotency::{self, Claim};
 use edge::input::{json_body, page};
 use edge::pg::{column, utc, Db, Query};
 use edge::respond::{self, Page};
-use edge::router::{dispatch, get, post, Params};
+use edge::router::{get, post, serve, Params};
+use edge::Request;
 use edge::{ApiResult, Problem};
 use serde::Serialize;
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
 use spin_sdk::pg4::{ParameterValue, Row};
 
@@ -20,26 +21,37 @@ const CHARGE_ROUTE: &str = "wallet.charge";
 
 const GET_BALANCE: Query = Query::new("SELECT balance FROM wallets WHERE user_id = $1");
 
-/// Invariants 1 (money) and 5 (one key, one effect), in one statement: the
-/// wallet is credited only while the cap holds, and only together with its
-/// ledger row, whose (user, key) is unique — a repeated key fails as a whole.
+/// Invariants 1 (money) and 5 (one key, one effect), in one statement: a
+/// charge this key already made is answered as it is (`replayed`), with no
+/// second credit; otherwise the wallet is credited only while the cap holds,
+/// and only together with its ledger row, whose (user, key) is unique — two
+/// requests racing with one key cannot both commit (the loser fails whole).
 const CHARGE: Query = Query::with(
-    "credited AS (
-        INSERT INTO wallets AS w (user_id, balance) VALUES ($1, $2)
+    "earlier AS (
+        SELECT charge_id::text AS charge_id, user_id, amount, balance_after,
+               created_at AT TIME ZONE 'UTC' AS created_at, request_fingerprint
+        FROM wallet_ledger WHERE user_id = $1 AND charge_key = $4
+    ), credited AS (
+        INSERT INTO wallets AS w (user_id, balance)
+        SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM earlier)
         ON CONFLICT (user_id) DO UPDATE SET balance = w.balance + EXCLUDED.balance, updated_at = now()
             WHERE w.balance + EXCLUDED.balance <= $3
         RETURNING balance
+    ), charged AS (
+        INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, charge_key, request_fingerprint)
+        SELECT $1, 'CHARGE', $2, balance, $4, $5 FROM credited
+        RETURNING charge_id::text AS charge_id, user_id, amount, balance_after,
+                  created_at AT TIME ZONE 'UTC' AS created_at, request_fingerprint
     )",
-    "INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, charge_key, request_fingerprint)
-    SELECT $1, 'CHARGE', $2, balance, $4, $5 FROM credited
-    RETURNING charge_id::text AS charge_id, user_id, amount, balance_after,
-              created_at AT TIME ZONE 'UTC' AS created_at, request_fingerprint",
+    "SELECT *, false AS replayed FROM charged UNION ALL SELECT *, true AS replayed FROM earlier",
 );
 
-/// The charge a key already made (the Postgres backstop of idempotency).
+/// The charge a key made, read after the charge statement failed: when a
+/// request with the same key committed first, the unique (user, key) made
+/// this one fail, and the charge to answer with is that one.
 const CHARGE_BY_KEY: Query = Query::new(
     "SELECT charge_id::text AS charge_id, user_id, amount, balance_after,
-            created_at AT TIME ZONE 'UTC' AS created_at, request_fingerprint
+            created_at AT TIME ZONE 'UTC' AS created_at, request_fingerprint, true AS replayed
     FROM wallet_ledger WHERE user_id = $1 AND charge_key = $2",
 );
 
@@ -48,13 +60,11 @@ const LIST_LEDGER: Query = Query::new(
     FROM wallet_ledger WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
 );
 
-/// The unique constraint that makes a repeated charge key fail.
-const ONE_CHARGE_PER_KEY: &str = "23505";
-
 #[http_component]
-fn handle(req: Request) -> Response {
-    dispatch(
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    serve(
         req,
+        out,
         "wallet",
         &[
             get("/api/v1/wallet", balance),
@@ -62,6 +72,7 @@ fn handle(req: Request) -> Response {
             get("/api/v1/wallet/transactions", transactions),
         ],
     )
+    .await
 }
 
 #[derive(Serialize)]
@@ -92,16 +103,26 @@ struct Charge {
     charged_at: String,
 }
 
-/// A charge row and the fingerprint of the request that made it.
-fn charge_from_row(row: &Row<'_>) -> Result<(Charge, String), Problem> {
-    let charge = Charge {
-        charge_id: column(row, "charge_id")?,
-        user_id: column(row, "user_id")?,
-        amount: column(row, "amount")?,
-        balance: column(row, "balance_after")?,
-        charged_at: utc(row, "created_at")?,
-    };
-    Ok((charge, column(row, "request_fingerprint")?))
+/// A charge as stored: the charge, the fingerprint of the request that
+/// made it, and whether it was made by an earlier request with the key.
+struct StoredCharge {
+    charge: Charge,
+    fingerprint: String,
+    replayed: bool,
+}
+
+fn charge_from_row(row: &Row<'_>) -> Result<StoredCharge, Problem> {
+    Ok(StoredCharge {
+        charge: Charge {
+            charge_id: column(row, "charge_id")?,
+            user_id: column(row, "user_id")?,
+            amount: column(row, "amount")?,
+            balance: column(row, "balance_after")?,
+            charged_at: utc(row, "created_at")?,
+        },
+        fingerprint: column(row, "request_fingerprint")?,
+        replayed: column(row, "replayed")?,
+    })
 }
 
 fn charge(req: &Request, _: &Params) -> ApiResult {
@@ -119,6 +140,10 @@ fn charge(req: &Request, _: &Params) -> ApiResult {
     }
 }
 
+/// Charge once per key. The Postgres backstop of idempotency (Redis lost the
+/// key, or its lease ended) needs no error code, which Spin does not report
+/// for `query`: the statement itself answers with the earlier charge, and a
+/// failed statement is followed by a look for the charge that beat it.
 fn perform_charge(caller: &Caller, amount: ChargeAmount, key: &str, fingerprint: &str) -> ApiResult {
     let db = Db::connect()?;
     let params = [
@@ -128,33 +153,28 @@ fn perform_charge(caller: &Caller, amount: ChargeAmount, key: &str, fingerprint:
         ParameterValue::Str(key.to_owned()),
         ParameterValue::Str(fingerprint.to_owned()),
     ];
-    match db.query(&CHARGE, &params) {
-        Ok(rows) => match rows.first(charge_from_row)? {
-            Some((charge, _)) => Ok(respond::json(201, &charge)),
-            None => Err(balance_limit_exceeded().into()),
-        },
-        Err(e) if e.sqlstate() == Some(ONE_CHARGE_PER_KEY) => {
-            // Redis had lost the key: the charge exists; answer with it.
-            let rows = db.query(
-                &CHARGE_BY_KEY,
-                &[
-                    ParameterValue::Int64(caller.user_id),
-                    ParameterValue::Str(key.to_owned()),
-                ],
-            )?;
-            match rows.first(charge_from_row)? {
-                Some((charge, stored)) if stored == fingerprint => Ok(idempotency::replay(
-                    201,
-                    "application/json",
-                    respond::to_json(&charge),
-                )),
-                Some(_) => Err(idempotency::reused()),
-                None => Err(Problem::unavailable(
-                    "the charge for this key is not readable yet",
-                )),
+    let stored = match db.query(&CHARGE, &params) {
+        Ok(rows) => rows.first(charge_from_row)?,
+        Err(failed) => {
+            let by_key = [
+                ParameterValue::Int64(caller.user_id),
+                ParameterValue::Str(key.to_owned()),
+            ];
+            match db.query(&CHARGE_BY_KEY, &by_key)?.first(charge_from_row)? {
+                Some(earlier) => Some(earlier),
+                None => return Err(failed.into()),
             }
         }
-        Err(e) => Err(e.into()),
+    };
+    match stored {
+        None => Err(balance_limit_exceeded().into()),
+        Some(stored) if !stored.replayed => Ok(respond::json(201, &stored.charge)),
+        Some(stored) if stored.fingerprint == fingerprint => Ok(idempotency::replay(
+            201,
+            "application/json",
+            respond::to_json(&stored.charge),
+        )),
+        Some(_) => Err(idempotency::reused()),
     }
 }
 

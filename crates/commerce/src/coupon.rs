@@ -2,7 +2,7 @@
 //! what a user coupon's status is, and what discount it gives (SPEC §4).
 
 use crate::Rejection;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
 
 /// How a coupon discounts an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,11 +67,26 @@ pub struct CouponInput<'a> {
     pub expires_at: &'a str,
 }
 
-/// Parse an RFC 3339 time, naming the field when it is not one.
+/// Parse an RFC 3339 time as the API stores it, naming the field when it
+/// cannot be one:
+///
+/// - in UTC it must fall in the years 0001–9999, the only years RFC 3339
+///   can write (`9999-12-31T23:00:00-05:00` is in the year 10000 in UTC,
+///   and would be answered as `+10000-01-01T…`);
+/// - digits below the microsecond are dropped: Postgres keeps microseconds,
+///   so the time compared here is the time stored and answered (two times
+///   apart by less than a microsecond are one time).
 pub fn parse_time(text: &str, field: &str) -> Result<DateTime<Utc>, Rejection> {
-    DateTime::parse_from_rfc3339(text)
+    let time = DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| Rejection::invalid(field, "must be an RFC 3339 date-time, e.g. 2026-12-01T00:00:00Z"))
+        .map_err(|_| Rejection::invalid(field, "must be an RFC 3339 date-time, e.g. 2026-12-01T00:00:00Z"))?;
+    if !(1..=9999).contains(&time.year()) {
+        return Err(Rejection::invalid(
+            field,
+            "must fall in the years 0001 to 9999 in UTC",
+        ));
+    }
+    Ok(time.trunc_subsecs(6))
 }
 
 impl NewCoupon {
@@ -291,6 +306,74 @@ mod tests {
             let err = NewCoupon::new(case).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidRequest);
             assert!(err.detail.starts_with(field), "{field}: {}", err.detail);
+        }
+    }
+
+    #[test]
+    fn times_are_taken_as_postgres_stores_them() {
+        let t = |s| parse_time(s, "t");
+        // Below the microsecond: dropped, so these two are one time.
+        let starts = t("2026-12-01T00:00:00.0000001Z").unwrap();
+        assert_eq!(starts, t("2026-12-01T00:00:00.0000009Z").unwrap());
+        assert_eq!(starts, t("2026-12-01T00:00:00Z").unwrap());
+        // Before 2000 too (where a driver truncating toward 2000 would round up).
+        assert_eq!(
+            t("1999-12-31T23:59:59.9999999Z").unwrap(),
+            t("1999-12-31T23:59:59.999999Z").unwrap()
+        );
+        let window = NewCoupon::new(CouponInput {
+            issue_starts_at: "2026-12-01T00:00:00.0000001Z",
+            issue_ends_at: "2026-12-01T00:00:00.0000009Z",
+            expires_at: "2026-12-02T00:00:00Z",
+            ..input()
+        })
+        .unwrap_err();
+        assert!(window.detail.starts_with("issueEndsAt"), "{}", window.detail);
+        // Only the years RFC 3339 can write, in UTC.
+        for beyond in [
+            "9999-12-31T23:00:00-05:00",
+            "0001-01-01T00:30:00+01:00",
+            "0000-06-01T00:00:00Z",
+        ] {
+            let err = t(beyond).unwrap_err();
+            assert!(err.detail.contains("0001 to 9999"), "{beyond}: {}", err.detail);
+        }
+        assert!(t("9999-12-31T23:59:59.999999Z").is_ok());
+        assert!(t("0001-01-01T00:00:00Z").is_ok());
+    }
+
+    proptest::proptest! {
+        /// Any RFC 3339 time, at any offset and with nine fractional digits:
+        /// taken at most a microsecond below the instant written, with no
+        /// digit below the microsecond, in years 0001–9999, and written back
+        /// (as answers write it) to text that parses to the same time.
+        #[test]
+        fn an_accepted_time_is_stored_and_answered_unchanged(
+            // From a day before 0001-01-01 to a day after 9999-12-31, UTC.
+            seconds in -62_135_683_200i64..253_402_387_200,
+            nanos in 0u32..1_000_000_000,
+            offset_minutes in -1439i32..=1439,
+        ) {
+            let exact = DateTime::from_timestamp(seconds, nanos).unwrap();
+            let offset = chrono::FixedOffset::east_opt(offset_minutes * 60).unwrap();
+            let local = exact.with_timezone(&offset);
+            // Only what a client can write: a four-digit year at its offset.
+            proptest::prop_assume!((1..=9999).contains(&local.year()));
+            let text = local.to_rfc3339_opts(chrono::SecondsFormat::Nanos, false);
+            match parse_time(&text, "t") {
+                Ok(time) => {
+                    proptest::prop_assert_eq!(time.timestamp_subsec_nanos() % 1_000, 0);
+                    proptest::prop_assert!(time <= exact && exact - time < chrono::Duration::microseconds(1));
+                    proptest::prop_assert!((1..=9999).contains(&time.year()));
+                    let answered = time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                    proptest::prop_assert_eq!(parse_time(&answered, "t").unwrap(), time);
+                }
+                Err(rejection) => {
+                    // Refused only for a UTC year RFC 3339 cannot write.
+                    proptest::prop_assert!(!(1..=9999).contains(&exact.year()), "{} refused", text);
+                    proptest::prop_assert!(rejection.detail.contains("0001 to 9999"));
+                }
+            }
         }
     }
 

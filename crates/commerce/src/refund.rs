@@ -61,22 +61,34 @@ pub fn refund_amount(net: i64, sold: i64, refunded_before: i64, quantity: i64) -
 /// 1–1000, a reason of at most 500 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
+    /// Sorted by product id: the request as its idempotency fingerprint sees it.
     pub lines: Vec<Line>,
+    /// For each of `lines`, its index in the client's `items`, so an error
+    /// about a line names it as the client wrote it.
+    pub positions: Vec<usize>,
     pub reason: Option<String>,
 }
 
 impl RefundRequest {
-    pub fn new(lines: Vec<Line>, reason: Option<String>) -> Result<RefundRequest, Rejection> {
-        let lines = order::validate_lines(lines)?;
+    pub fn new(items: Vec<Line>, reason: Option<String>) -> Result<RefundRequest, Rejection> {
+        let lines = order::validate_lines(items.clone())?;
+        let positions = lines
+            .iter()
+            .map(|line| {
+                items
+                    .iter()
+                    .position(|item| item.product_id == line.product_id)
+                    .expect("a validated line is one of the items")
+            })
+            .collect();
         if let Some(reason) = &reason {
-            if reason.chars().count() > MAX_REASON_CHARS {
-                return Err(Rejection::invalid(
-                    "reason",
-                    format!("must be at most {MAX_REASON_CHARS} characters"),
-                ));
-            }
+            check_reason(reason)?;
         }
-        Ok(RefundRequest { lines, reason })
+        Ok(RefundRequest {
+            lines,
+            positions,
+            reason,
+        })
     }
 
     /// A refund of every unit of `lines` not yet refunded (the owner's cancel).
@@ -89,9 +101,30 @@ impl RefundRequest {
                     quantity: l.quantity,
                 })
                 .collect(),
+            positions: (0..lines.len()).collect(),
             reason: None,
         }
     }
+}
+
+/// A reason is free text for people: at most 500 characters, line breaks
+/// and tabs allowed, no other control characters (Postgres cannot store
+/// NUL in `text`, and the rest have no place in a note an operator reads).
+fn check_reason(reason: &str) -> Result<(), Rejection> {
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(Rejection::invalid(
+            "reason",
+            format!("must be at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    let layout = |c: char| matches!(c, '\n' | '\r' | '\t');
+    if reason.chars().any(|c| c.is_control() && !layout(c)) {
+        return Err(Rejection::invalid(
+            "reason",
+            "must not contain control characters other than line breaks and tabs",
+        ));
+    }
+    Ok(())
 }
 
 /// `409 ORDER_NOT_REFUNDABLE`: the order is not paid, or (for a cancel)
@@ -171,6 +204,32 @@ mod tests {
         assert!(RefundRequest::new(vec![one(1, 1)], Some("x".repeat(501))).is_err());
         let ok = RefundRequest::new(vec![one(7, 1), one(2, 3)], Some("é".repeat(500))).unwrap();
         assert_eq!(ok.lines, [one(2, 3), one(7, 1)], "sorted by product");
+        assert_eq!(ok.positions, [1, 0], "each line keeps the client's index");
+    }
+
+    #[test]
+    fn a_reason_is_text_a_person_reads() {
+        let one = vec![Line {
+            product_id: 1,
+            quantity: 1,
+        }];
+        for fine in ["damaged", "box crushed\nitem fine", "col\tumn", "줄\r\n바꿈"] {
+            assert!(
+                RefundRequest::new(one.clone(), Some(fine.into())).is_ok(),
+                "{fine:?}"
+            );
+        }
+        for bad in [
+            "nul\u{0}byte",
+            "bell\u{7}",
+            "esc\u{1b}[31m",
+            "del\u{7f}",
+            "c1\u{85}",
+        ] {
+            let rejection = RefundRequest::new(one.clone(), Some(bad.into())).unwrap_err();
+            assert_eq!(rejection.code, ErrorCode::InvalidRequest, "{bad:?}");
+            assert!(rejection.detail.starts_with("reason:"), "{}", rejection.detail);
+        }
     }
 
     /// An order of 1–6 lines (prices up to 10^9, quantities 1–1000) and a

@@ -6,11 +6,11 @@
 //! routes. Anything else is `401` with `WWW-Authenticate: Bearer`.
 
 use crate::config::{optional_variable, variable};
+use crate::request::Request;
 use crate::Problem;
 use commerce::ErrorCode;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use spin_sdk::http::Request;
 
 /// Seconds of clock skew tolerated on `exp` between the issuer and this app.
 const EXPIRY_LEEWAY_SECONDS: u64 = 5;
@@ -56,16 +56,21 @@ fn unauthorized(detail: &str) -> Problem {
     Problem::new(ErrorCode::Unauthorized, detail)
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is
+/// compared case-insensitively (RFC 9110 11.1: `bearer`, `BEARER` alike),
+/// and one or more spaces may follow it.
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Verify a raw `Authorization` header value and return the caller.
 pub fn verify(authorization: Option<&[u8]>, config: &AuthConfig) -> Result<Caller, Problem> {
     let header = authorization.ok_or_else(|| unauthorized("a bearer token is required"))?;
     let header =
         std::str::from_utf8(header).map_err(|_| unauthorized("the Authorization header is not text"))?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+    let token = bearer_token(header)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
 
     let mut validation = Validation::new(Algorithm::HS256);
@@ -102,10 +107,15 @@ pub fn verify(authorization: Option<&[u8]>, config: &AuthConfig) -> Result<Calle
     })
 }
 
-/// The caller of `req`, or `401`.
+/// The caller of `req`, or `401`. Two `Authorization` headers are `401`
+/// too: a proxy in front may have checked one while this would read the
+/// other, so neither is trusted.
 pub fn authenticate(req: &Request) -> Result<Caller, Problem> {
+    let authorization = req
+        .header("authorization")
+        .map_err(|_| unauthorized("send one Authorization header, not several"))?;
     let config = AuthConfig::from_variables()?;
-    let caller = verify(req.header("authorization").map(|v| v.as_bytes()), &config)?;
+    let caller = verify(authorization, &config)?;
     crate::observe::set_user(caller.user_id);
     Ok(caller)
 }
@@ -215,6 +225,21 @@ mod tests {
         assert!(check(&not_yet_valid, &config()).is_err());
         assert!(verify(None, &config()).is_err());
         assert!(verify(Some(b"Basic abc"), &config()).is_err());
+        assert!(verify(Some(b"Bearer"), &config()).is_err());
+        assert!(verify(Some(b"Bearer    "), &config()).is_err());
+        assert!(verify(Some(b"Bearerx abc"), &config()).is_err());
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        let token = token(json!({"sub": "3", "exp": now() + 60}));
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let header = format!("{scheme} {token}");
+            let caller = verify(Some(header.as_bytes()), &config()).expect(scheme);
+            assert_eq!(caller.user_id, 3);
+        }
+        let spaced = format!("Bearer   {token}");
+        assert!(verify(Some(spaced.as_bytes()), &config()).is_ok());
     }
 
     #[test]

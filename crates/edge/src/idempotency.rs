@@ -17,12 +17,13 @@
 use crate::auth::Caller;
 use crate::redis::Redis;
 use crate::redis::{text, Script};
+use crate::request::Request;
 use crate::Problem;
 use commerce::idempotency::IdempotencyKey;
 use commerce::ErrorCode;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::Response;
 use spin_sdk::redis::RedisParameter;
 
 /// How long an in-flight claim blocks its key if its request never finishes.
@@ -60,11 +61,13 @@ return 0
 /// The header that marks a replayed answer.
 pub const REPLAYED: &str = "idempotent-replayed";
 
-/// The key header of `req`, validated (`400` when missing or malformed).
+/// The key header of `req`, validated (`400` when missing, malformed or
+/// sent twice: which of two keys would count is not for the app to guess).
 pub fn key_of(req: &Request) -> Result<IdempotencyKey, Problem> {
-    Ok(IdempotencyKey::parse(
-        req.header("idempotency-key").map(|v| v.as_bytes()),
-    )?)
+    let header = req
+        .header("idempotency-key")
+        .map_err(|_| Problem::invalid("Idempotency-Key", "must be sent once"))?;
+    Ok(IdempotencyKey::parse(header)?)
 }
 
 /// A stable digest of what the request asks for (its validated content, so
@@ -151,11 +154,7 @@ fn answer_existing(record: &str, fingerprint: &str) -> Result<Response, Problem>
     let fields: Vec<&str> = header.split(' ').collect();
     match fields.as_slice() {
         ["v1", _, stored, ..] if *stored != fingerprint => Err(reused()),
-        ["v1", "inflight", ..] => Err(Problem::new(
-            ErrorCode::RequestInProgress,
-            "a request with this Idempotency-Key is still being processed; retry later",
-        )
-        .with_header("retry-after", "1")),
+        ["v1", "inflight", ..] => Err(in_progress()),
         ["v1", "done", _, status, content_type] => {
             let status: u16 = status
                 .parse()
@@ -164,6 +163,16 @@ fn answer_existing(record: &str, fingerprint: &str) -> Result<Response, Problem>
         }
         _ => Err(Problem::unavailable("a stored idempotency record is corrupt")),
     }
+}
+
+/// `409 REQUEST_IN_PROGRESS`: another request with the key has not finished.
+/// Never kept as the key's answer (see [`Owned::finish`]).
+pub fn in_progress() -> Problem {
+    Problem::new(
+        ErrorCode::RequestInProgress,
+        "a request with this Idempotency-Key is still being processed; retry later",
+    )
+    .with_header("retry-after", "1")
 }
 
 /// `422 IDEMPOTENCY_KEY_REUSED`.
@@ -192,16 +201,21 @@ impl Owned {
     }
 
     /// Keep the final answer for replays (`2xx`, `4xx`), or release the key
-    /// after a `5xx` (no effect happened, the client may retry). Returns the
-    /// answer to send now.
+    /// after a `5xx` (no effect happened, the client may retry) or a `409
+    /// REQUEST_IN_PROGRESS` found in Postgres (the answer is another
+    /// request's, still to come). Returns the answer to send now.
     pub fn finish(self, outcome: Result<Response, Problem>) -> Response {
+        let not_final = match &outcome {
+            Ok(response) => *response.status() >= 500,
+            Err(problem) => problem.code.status() >= 500 || problem.code == ErrorCode::RequestInProgress,
+        };
         let response = outcome.unwrap_or_else(Problem::into_response);
         let Some((redis, redis_key, in_flight)) = self.redis else {
             return response;
         };
         let status = *response.status();
         // A replay built from Postgres is already a final answer; storing it is harmless.
-        let result = if status >= 500 {
+        let result = if not_final {
             Script::new(RELEASE).run(
                 &redis,
                 &[&redis_key],

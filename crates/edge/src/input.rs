@@ -1,20 +1,23 @@
 //! Untrusted input into typed values. Every failure is `400 INVALID_REQUEST`
-//! whose detail names the offending field (or `413`/`415` for a body too large
-//! or not declared as JSON).
+//! whose detail names the offending field (or `415` for a body not declared
+//! as JSON; a body too large never gets here, see [`crate::body`]).
 
+use crate::request::Request;
 use crate::Problem;
 use commerce::page::{Cursor, Limit, DEFAULT_LIMIT, MAX_LIMIT};
 use serde::de::DeserializeOwned;
-use spin_sdk::http::Request;
-
-/// The largest request body any route accepts (an order of 50 lines is ~3 KiB).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Parse a JSON body into `T`. The request must say it is JSON
 /// ([`check_json_content_type`]); body types (`edge::bodies`) take a JSON
 /// object only and refuse unknown members.
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, Problem> {
-    check_json_content_type(req.header("content-type").and_then(|v| v.as_str()))?;
+    let content_type = req.header("content-type").map_err(|_| {
+        Problem::new(
+            commerce::ErrorCode::UnsupportedMediaType,
+            "send one Content-Type header, application/json",
+        )
+    })?;
+    check_json_content_type(content_type.map(|v| std::str::from_utf8(v).unwrap_or("")))?;
     parse_json(req.body())
 }
 
@@ -46,12 +49,6 @@ pub fn check_json_content_type(content_type: Option<&str>) -> Result<(), Problem
 
 /// The pure part of [`json_body`], testable natively.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(Problem::new(
-            commerce::ErrorCode::PayloadTooLarge,
-            format!("the body may be at most {MAX_BODY_BYTES} bytes"),
-        ));
-    }
     if body.is_empty() {
         return Err(Problem::invalid("body", "a JSON object is required"));
     }

@@ -22,20 +22,18 @@ use spin_sdk::pg4::{Connection, DbValue, Decode, ParameterValue, PgError, QueryE
 /// An open connection to the app's database.
 pub struct Db(Connection);
 
-/// A failed statement: kept apart from [`Problem`] so a caller can react to a
-/// constraint it relies on (by SQLSTATE) before it becomes a `503`.
+/// A failed statement, before it becomes a `503`.
+///
+/// It offers no SQLSTATE on purpose: Spin reports an error raised while a
+/// `query` runs (a constraint violated, say) as text, without the code
+/// (spin `factor-outbound-pg`: `QueryError::Text` for errors in the row
+/// stream), so nothing may branch on one. A statement that must tell an
+/// earlier effect from a new one says so in its result instead (see the
+/// idempotency backstops: `ON CONFLICT DO NOTHING`, or the earlier row read
+/// in the same statement), and a failure is followed, where it matters, by
+/// a look for what a racing request committed.
 #[derive(Debug)]
 pub struct DbError(pub Box<PgError>);
-
-impl DbError {
-    /// The SQLSTATE Postgres reported, if the statement reached it.
-    pub fn sqlstate(&self) -> Option<&str> {
-        match self.0.as_ref() {
-            PgError::QueryFailed(QueryError::DbError(db)) => Some(db.code.as_str()),
-            _ => None,
-        }
-    }
-}
 
 impl From<DbError> for Problem {
     fn from(error: DbError) -> Problem {

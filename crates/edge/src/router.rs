@@ -6,11 +6,13 @@
 //! path that matches with another method is `405` with `Allow`.
 //!
 //! Every answer leaves here with its `Request-Id` and its log line
-//! ([`crate::observe`]).
+//! ([`crate::observe`]). Components export [`serve`] as their
+//! `wasi:http/incoming-handler`, so the body is read here, as a stream.
 
-use crate::{observe, ApiResult, Problem};
+use crate::request::Request;
+use crate::{body, observe, ApiResult, Problem};
 use commerce::ErrorCode;
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::{IncomingRequest, Method, OutgoingResponse, Response, ResponseOutparam};
 
 /// Captured `{name}` segments of a matched pattern.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -89,18 +91,66 @@ fn method_name(method: &Method) -> &'static str {
     }
 }
 
-/// Serve `req` for `component` (its name in `spin.toml`): find the handler
-/// and run it, every failure becoming a problem; then name the answer
-/// (`Request-Id`) and log it.
-pub fn dispatch(req: Request, component: &'static str, routes: &[Route]) -> Response {
-    let method = method_name(req.method());
-    let traceparent = req.header("traceparent").and_then(|v| v.as_str());
-    let request_id = observe::begin(component, method, traceparent);
-    let mut response = route(&req, routes);
+/// Serve a request for `component` (its name in `spin.toml`): find the
+/// route (`404`/`405` otherwise), read the body up to
+/// [`MAX_BODY_BYTES`](crate::request::MAX_BODY_BYTES) (`413` the moment it
+/// is passed, before the handler authenticates anything), run the handler,
+/// every failure becoming a problem; then name the answer (`Request-Id`),
+/// log it and send it.
+pub async fn serve(
+    incoming: IncomingRequest,
+    out: ResponseOutparam,
+    component: &'static str,
+    routes: &[Route],
+) {
+    let target = incoming.path_with_query().unwrap_or_else(|| "/".to_owned());
+    let head = Request::new(
+        incoming.method(),
+        &target,
+        incoming.headers().entries(),
+        Vec::new(),
+    );
+    let request_id = observe::begin(
+        component,
+        method_name(head.method()),
+        head.header_str("traceparent"),
+    );
+    let body = std::pin::pin!(incoming.into_body_stream());
+    let (mut response, refused_body) = match find(routes, &head) {
+        Err(problem) => (problem.into_response(), None),
+        Ok((route, params)) => {
+            observe::matched(route.pattern);
+            let mut body = body;
+            match body::read(&head, body.as_mut()).await {
+                Ok(bytes) => {
+                    let req = head.with_body(bytes);
+                    let response = (route.handler)(&req, &params).unwrap_or_else(Problem::into_response);
+                    (response, None)
+                }
+                Err(refusal) => (refusal.problem.into_response(), refusal.unread.then_some(body)),
+            }
+        }
+    };
     response.set_header(observe::REQUEST_ID, request_id);
     let code = problem_code(&response);
     observe::finish(*response.status(), code.as_deref());
-    response
+    send(out, response).await;
+    if let Some(rest) = refused_body {
+        body::drain(rest).await;
+    }
+}
+
+/// Hand `response` to Spin, head and body.
+async fn send(out: ResponseOutparam, mut response: Response) {
+    let body = std::mem::take(response.body_mut());
+    match OutgoingResponse::try_from(response) {
+        Ok(outgoing) => {
+            if let Err(e) = out.set_with_body(outgoing, body).await {
+                eprintln!("the response could not be sent: {e}");
+            }
+        }
+        Err(e) => eprintln!("the response could not be built: {e}"),
+    }
 }
 
 /// The `code` of a problem document (also one stored for an idempotency key).
@@ -116,37 +166,37 @@ fn problem_code(response: &Response) -> Option<String> {
     body.get("code")?.as_str().map(str::to_owned)
 }
 
-fn route(req: &Request, routes: &[Route]) -> Response {
-    let path = req.path().to_owned();
+/// The route for `req`'s method and path, with its captures; `404` when no
+/// pattern matches the path, `405` with `Allow` when only other methods do.
+fn find<'r>(routes: &'r [Route], req: &Request) -> Result<(&'r Route, Params), Problem> {
+    let path = req.path();
     let mut allowed: Vec<&'static str> = Vec::new();
     for route in routes {
-        let Some(params) = match_pattern(route.pattern, &path) else {
+        let Some(params) = match_pattern(route.pattern, path) else {
             continue;
         };
         if route.method == *req.method() {
-            observe::matched(route.pattern);
-            return match (route.handler)(req, &params) {
-                Ok(response) => response,
-                Err(problem) => problem.into_response(),
-            };
+            return Ok((route, params));
         }
         allowed.push(method_name(&route.method));
     }
     if allowed.is_empty() {
-        return Problem::new(ErrorCode::NotFound, format!("no resource at {path}")).into_response();
+        return Err(Problem::new(
+            ErrorCode::NotFound,
+            format!("no resource at {path}"),
+        ));
     }
     allowed.sort_unstable();
     allowed.dedup();
     let allow = allowed.join(", ");
-    Problem::new(
+    Err(Problem::new(
         ErrorCode::MethodNotAllowed,
         format!(
             "{} is not allowed here; allowed: {allow}",
             method_name(req.method())
         ),
     )
-    .with_header("allow", allow)
-    .into_response()
+    .with_header("allow", allow))
 }
 
 #[cfg(test)]

@@ -37,13 +37,13 @@ pub struct HttpTrigger {
     limits: RequestLimits,
 }
 
-/// What a client may send. Spin has no such limits; a host that faces the
-/// internet needs them, so a hostile client costs a `4xx`, not a guest's
-/// memory (docs/host-vs-spin.md).
+/// What a client may send. The body has no limit here, as on Spin: it is
+/// streamed into the component, which reads what it accepts (`edge::body`).
+/// The head does: a total of header names and values over
+/// `max_header_bytes` is `431` before any component runs (Spin has no such
+/// limit; docs/host-vs-spin.md).
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
-    /// Largest request body read for a component (`413` beyond).
-    pub max_body_bytes: usize,
     /// Largest total of header names and values (`431` beyond). Heads larger
     /// than hyper's read buffer (~400 KiB) get hyper's bare `431`.
     pub max_header_bytes: usize,
@@ -52,7 +52,6 @@ pub struct RequestLimits {
 impl Default for RequestLimits {
     fn default() -> RequestLimits {
         RequestLimits {
-            max_body_bytes: 1024 * 1024,
             max_header_bytes: 64 * 1024,
         }
     }
@@ -217,10 +216,9 @@ impl HttpTrigger {
         };
         let component_id = matched.route.target.component.context.id.clone();
         let target = matched.route.target.clone();
-        let req = match self.limits.admit(req).await {
-            Ok(req) => req,
-            Err(refusal) => return Ok((refusal, Some(component_id))),
-        };
+        if let Some(refusal) = self.limits.refusal(&req) {
+            return Ok((refusal, Some(component_id)));
+        }
         let req = prepare_request(req, &matched, client).map_err(|e| (e, Some(component_id.clone())))?;
         drop(matched);
         match invoke(&target, req).await {
@@ -252,92 +250,34 @@ impl HttpTrigger {
     }
 }
 
-/// A request admitted by [`RequestLimits`], its body read in full.
-type Admitted = hyper::Request<Full<Bytes>>;
-
 impl RequestLimits {
-    /// Check the head, then read the body up to the limit: the request, or
-    /// the problem to answer with instead.
-    async fn admit(&self, req: hyper::Request<Incoming>) -> Result<Admitted, Response> {
+    /// Check the head: the problem to answer instead of running the
+    /// component, if there is one.
+    fn refusal(&self, req: &hyper::Request<Incoming>) -> Option<Response> {
         let header_bytes: usize = req
             .headers()
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len())
             .sum();
-        if header_bytes > self.max_header_bytes {
-            return Err(problem(
+        (header_bytes > self.max_header_bytes).then(|| {
+            problem(
                 ErrorCode::HeadersTooLarge,
                 format!(
                     "the request headers may be at most {} bytes in all",
                     self.max_header_bytes
                 ),
-            ));
-        }
-        let too_large = || {
-            problem(
-                ErrorCode::PayloadTooLarge,
-                format!("the request body may be at most {} bytes", self.max_body_bytes),
             )
-        };
-        let announced = req
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let (parts, mut body) = req.into_parts();
-        if announced.is_some_and(|length| length > self.max_body_bytes as u64) {
-            drain(body).await;
-            return Err(too_large());
-        }
-        let mut read = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                problem(
-                    ErrorCode::InvalidRequest,
-                    format!("the request body could not be read: {e}"),
-                )
-            })?;
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers: not passed on
-            };
-            if read.len() + data.len() > self.max_body_bytes {
-                drain(body).await;
-                return Err(too_large());
-            }
-            read.extend_from_slice(&data);
-        }
-        let body = Bytes::from(read);
-        Ok(hyper::Request::from_parts(parts, Full::new(body)))
+        })
     }
-}
-
-/// How much of a refused body is read and thrown away, and for how long,
-/// before the `413`: a client that sends its whole body before reading the
-/// answer (most do) would otherwise see its connection reset, not the `413`.
-const DRAIN_BYTES: usize = 16 * 1024 * 1024;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-
-async fn drain(mut body: Incoming) {
-    let discard = async {
-        let mut left = DRAIN_BYTES;
-        while let Some(Ok(frame)) = body.frame().await {
-            let size = frame.data_ref().map_or(0, Bytes::len);
-            if size >= left {
-                break;
-            }
-            left -= size;
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
 /// Rewrite the request as Spin hands it to a guest: absolute URI from the
 /// `Host` header, no `Connection` header, and the `spin-*` headers appended.
 fn prepare_request(
-    req: Admitted,
+    req: hyper::Request<Incoming>,
     matched: &RouteMatch<'_, Arc<Target>>,
     client: SocketAddr,
-) -> Result<Admitted> {
+) -> Result<hyper::Request<Incoming>> {
     let (mut parts, body) = req.into_parts();
     let host = parts
         .headers
@@ -395,7 +335,7 @@ fn prepare_request(
 }
 
 /// Run the component's `wasi:http/incoming-handler` on a fresh instance.
-async fn invoke(target: &Target, req: Admitted) -> Result<Response> {
+async fn invoke(target: &Target, req: hyper::Request<Incoming>) -> Result<Response> {
     let mut store = target.component.new_store();
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let incoming = store

@@ -53,9 +53,6 @@ enum Command {
         /// (e.g. a test build with failpoints): `--source order=target/failpoints/order.wasm`.
         #[arg(long = "source", value_parser = parse_override::<PathBuf>)]
         sources: Vec<(String, PathBuf)>,
-        /// Refuse request bodies over N bytes with `413` (Spin has no limit).
-        #[arg(long, env = "EDGE_HOST_MAX_BODY_BYTES", default_value_t = RequestLimits::default().max_body_bytes)]
-        max_body_bytes: usize,
         /// Refuse requests whose headers total over N bytes with `431`.
         #[arg(long, env = "EDGE_HOST_MAX_HEADER_BYTES", default_value_t = RequestLimits::default().max_header_bytes)]
         max_header_bytes: usize,
@@ -128,7 +125,6 @@ fn main() -> Result<()> {
                 schedules,
                 store_delay_ms,
                 sources,
-                max_body_bytes,
                 max_header_bytes,
             } => {
                 if store_delay_ms > 0 {
@@ -143,10 +139,7 @@ fn main() -> Result<()> {
                     store_delay_max: std::time::Duration::from_millis(store_delay_ms),
                 };
                 let schedules = (!no_cron).then(|| schedules.into_iter().collect());
-                let limits = RequestLimits {
-                    max_body_bytes,
-                    max_header_bytes,
-                };
+                let limits = RequestLimits { max_header_bytes };
                 up(app, &listen, settings, limits, schedules).await
             }
             Command::Migrate {

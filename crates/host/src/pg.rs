@@ -9,8 +9,13 @@
 //!   only accepts for `timestamp` — reading a `timestamptz` column fails as it
 //!   does on Spin, so components read `col AT TIME ZONE 'UTC'`. Parameters are
 //!   not coerced: an `int64` binds only to `int8`.
-//! - Errors carry Spin's shapes: `query-failed(db-error)` with the SQLSTATE,
-//!   `query-failed(text)` for driver errors, `connection-failed` for opening.
+//! - Errors carry Spin's shapes: `query-failed(db-error)` with the SQLSTATE
+//!   for an `execute`, and for a `query` that fails while it is prepared or
+//!   its parameters bound; `query-failed(text)` for a `query` that fails
+//!   while it runs (a constraint violated, a division by zero): Spin reads
+//!   its rows as a stream and reports a failure there as the text of the
+//!   error, SQLSTATE included only as words. So no guest can lean on a code
+//!   here that Spin would not give it. `connection-failed` for opening.
 //! - TLS as Spin negotiates it: `sslmode=disable` connects in clear; any
 //!   other mode (`prefer`, the default, and `require`) goes through
 //!   native-tls with the system's roots, so a server that offers TLS must
@@ -29,6 +34,7 @@ use crate::bindings::spin::spin::postgres::postgres::{
 use crate::state::InstanceState;
 use anyhow::Context as _;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::TryStreamExt;
 use postgres_native_tls::MakeTlsConnector;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -156,9 +162,20 @@ impl HostConnection for InstanceState {
             Ok(prepared) => prepared,
             Err(e) => return Ok(Err(query_failed(e))),
         };
-        let rows = match client.query(&prepared, &as_refs(&params)).await {
-            Ok(rows) => rows,
+        // As Spin: a failure before the rows start (binding) has its code…
+        let stream = match client.query_raw(&prepared, as_refs(&params)).await {
+            Ok(stream) => stream,
             Err(e) => return Ok(Err(query_failed(e))),
+        };
+        // …one while they come is text: Spin's row stream turns the error
+        // into `anyhow` and reports its `Debug` form, which prints the
+        // error's own `Debug` form.
+        let rows: Vec<Row> = match stream.try_collect().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                let text = format!("{:?}", query_failed(e));
+                return Ok(Err(Error::QueryFailed(QueryError::Text(text))));
+            }
         };
         // Spin describes the columns from the first row and, on 4.0.0–4.0.2,
         // waits for it forever when there is none. Fail loudly instead.

@@ -39,12 +39,16 @@ const PRICES: Query = Query::new("SELECT id, price FROM products WHERE id = ANY(
 
 /// Step 1. Invariant 5: one key, one order (`one_order_per_key`). The order
 /// and its lines are written together; an unknown product ends it `FAILED`
-/// at once, with no lines.
+/// at once, with no lines. A key that already made an order writes nothing
+/// (`ON CONFLICT DO NOTHING` waits for a racing insert of the key to end),
+/// and no row comes back: that order is then read by its key
+/// ([`view::Select::Key`]), in a statement that sees the racing insert.
 const CREATE: Query = Query::with(
     "created AS (
         INSERT INTO orders (user_id, idempotency_key, request_fingerprint, status, user_coupon_id,
                             total_amount, failure_code, failure_detail, failure_product_id, request_id)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $13)
+        ON CONFLICT ON CONSTRAINT one_order_per_key DO NOTHING
         RETURNING id, status
     ), lines AS (
         INSERT INTO order_items (order_id, product_id, quantity, unit_price)
@@ -180,9 +184,6 @@ const UNDO: Query = Query::with(
 const HOLD: &str =
     "UPDATE orders SET status = 'ON_HOLD', updated_at = now() WHERE id = $1 AND status = 'PENDING'";
 
-/// The unique `one_order_per_key`: this key already made an order.
-const UNIQUE_VIOLATION: &str = "23505";
-
 /// Why a step did not complete.
 #[derive(Debug)]
 pub enum StepError {
@@ -232,7 +233,8 @@ pub enum Created {
     Pending(i64),
     /// Ended `FAILED` at once: a product does not exist.
     Failed(i64, Rejection, i64),
-    /// The key already made an order (Redis had lost it): answer from that one.
+    /// The key already made an order (Redis had lost it, or its lease
+    /// ended): answer from that one ([`view::Select::Key`]).
     Duplicate,
 }
 
@@ -274,19 +276,16 @@ pub fn create(db: &Db, new: &NewOrder<'_>, priced: Result<&Priced, i64>) -> Resu
         column_of(|l| l.unit_price),
         ParameterValue::Str(edge::observe::request_id()),
     ];
-    match db.query(&CREATE, &params) {
-        Ok(rows) => {
-            let id = rows
-                .first(|row| column::<i64>(row, "id"))?
-                .ok_or_else(|| Problem::unavailable("the order insert returned no row"))?;
-            Ok(match failure {
-                Some((rejection, product)) => Created::Failed(id, rejection, product),
-                None => Created::Pending(id),
-            })
-        }
-        Err(e) if e.sqlstate() == Some(UNIQUE_VIOLATION) => Ok(Created::Duplicate),
-        Err(e) => Err(e.into()),
-    }
+    let Some(id) = db
+        .query(&CREATE, &params)?
+        .first(|row| column::<i64>(row, "id"))?
+    else {
+        return Ok(Created::Duplicate);
+    };
+    Ok(match failure {
+        Some((rejection, product)) => Created::Failed(id, rejection, product),
+        None => Created::Pending(id),
+    })
 }
 
 /// A paid order's confirmation.

@@ -26,20 +26,26 @@ use serde::{Deserialize, Serialize};
 use spin_sdk::pg4::ParameterValue;
 
 /// Invariants 1, 2, 3 and 4 for refunds: all effects or none, never a unit
-/// or a KRW twice, never more than was sold or paid (see the module doc).
+/// or a KRW twice, never more than was sold or paid (see the module doc);
+/// invariant 5: a key that already made a refund of this order is answered
+/// with it (`DUPLICATE`, read by [`EARLIER_REFUND`]) and nothing is written.
 /// $1 order, $2 owner (NULL for an admin), $3 kind, $4 requester, $5 key,
-/// $6 fingerprint, $7/$8/$9 product ids, quantities and nets of the lines
-/// asked for, $10 reason, $11 cancel window in minutes (cancels only).
+/// $6 fingerprint, $7/$8/$9/$12 product ids, quantities, nets and the
+/// client's indexes of the lines asked for, $10 reason, $11 cancel window in
+/// minutes (cancels only).
 const REFUND: Query = Query::with(
     "target AS (
         SELECT id, user_id, status, paid_at, refunded_amount, user_coupon_id, coupon_applied
         FROM orders WHERE id = $1 AND ($2::int8 IS NULL OR user_id = $2) FOR UPDATE
+    ), earlier AS (
+        SELECT 1 FROM refunds
+        WHERE order_id = $1 AND kind = $3 AND requested_by = $4 AND idempotency_key = $5
     ), items AS (
         SELECT i.product_id, i.quantity, i.refunded_quantity
         FROM target JOIN order_items i ON i.order_id = target.id
         ORDER BY i.product_id FOR UPDATE OF i
     ), asked AS (
-        SELECT * FROM unnest($7::int8[], $8::int8[], $9::int8[]) WITH ORDINALITY
+        SELECT * FROM unnest($7::int8[], $8::int8[], $9::int8[], $12::int8[])
             AS a(product_id, quantity, net, position)
     ), lines AS (
         SELECT asked.product_id, asked.quantity, asked.position, items.quantity AS sold,
@@ -55,6 +61,7 @@ const REFUND: Query = Query::with(
         SELECT product_id FROM lines WHERE before + quantity > sold ORDER BY position LIMIT 1
     ), verdict AS (
         SELECT CASE
+            WHEN EXISTS (SELECT 1 FROM earlier) THEN 'DUPLICATE'
             WHEN NOT EXISTS (SELECT 1 FROM target) THEN 'ORDER_NOT_FOUND'
             WHEN (SELECT status FROM target) NOT IN ('PAID', 'PARTIALLY_REFUNDED')
               OR ($3::text = 'CANCEL' AND ((SELECT status FROM target) <> 'PAID'
@@ -125,18 +132,26 @@ const REFUNDS_OF: Query = Query::new(
     FROM refunds WHERE order_id = $1 ORDER BY created_at, id",
 );
 
-/// A refund a key already made (the Postgres backstop of idempotency), with
-/// the order's status and the owner's balance now.
-const REFUND_BY_KEY: Query = Query::new(
+/// The refund a key already made of an order (the Postgres backstop of
+/// idempotency), answered as it was: the order's status right after it
+/// (`REFUNDED` once the refunds up to it cover every unit) and the balance
+/// its `REFUND` entry left (the balance now for a refund of 0 KRW, which has
+/// no entry).
+const EARLIER_REFUND: Query = Query::new(
     "SELECT r.id::text AS refund_id, r.amount, r.items::text AS items, r.request_fingerprint,
-            r.created_at AT TIME ZONE 'UTC' AS created_at, o.status AS status_after,
-            (SELECT balance FROM wallets WHERE user_id = o.user_id) AS balance
+            r.created_at AT TIME ZONE 'UTC' AS created_at,
+            CASE WHEN (SELECT sum((line->>'quantity')::int8)
+                       FROM refunds up_to, jsonb_array_elements(up_to.items) AS line
+                       WHERE up_to.order_id = r.order_id
+                         AND (up_to.created_at, up_to.id) <= (r.created_at, r.id))
+                      = (SELECT sum(quantity) FROM order_items WHERE order_id = r.order_id)
+                 THEN 'REFUNDED' ELSE 'PARTIALLY_REFUNDED' END AS status_after,
+            coalesce((SELECT balance_after FROM wallet_ledger WHERE refund_id = r.id),
+                     (SELECT balance FROM wallets WHERE user_id = o.user_id)) AS balance,
+            o.paid_at AT TIME ZONE 'UTC' AS paid_at
     FROM refunds r JOIN orders o ON o.id = r.order_id
     WHERE r.order_id = $1 AND r.kind = $2 AND r.requested_by = $3 AND r.idempotency_key = $4",
 );
-
-/// The unique `one_refund_per_key`: this key already made a refund.
-const UNIQUE_VIOLATION: &str = "23505";
 
 /// Which route asks.
 #[derive(Debug, Clone, Copy)]
@@ -260,32 +275,63 @@ pub fn refund(
             .clone()
             .map_or(ParameterValue::DbNull, ParameterValue::Str),
         window,
+        array(request.positions.iter().map(|&i| i as i64).collect()),
     ];
-    let rows = match db.query(&REFUND, &params) {
-        Ok(rows) => rows,
-        Err(e) if e.sqlstate() == Some(UNIQUE_VIOLATION) => {
-            return by_key(db, asker, order.id, key, fingerprint).map(Outcome::Duplicate)
+    // The statement finds a refund this key made before it; one it did not
+    // see (a request with the key committed while this one waited for the
+    // order's lock) shows as a refusal, or as a failure of the unique
+    // `one_refund_per_key`, and is looked for by key after either.
+    let verdict = match db.query(&REFUND, &params) {
+        Ok(rows) => decide(&rows, order.id)?,
+        Err(failed) => {
+            return match earlier(db, asker, order.id, key, fingerprint)? {
+                Some(earlier) => Ok(Outcome::Duplicate(earlier)),
+                None => Err(failed.into()),
+            }
         }
-        Err(e) => return Err(e.into()),
     };
-    let outcome = rows.first(|row| {
+    let refused = match verdict {
+        Verdict::Done(refunded) => return Ok(Outcome::Refunded(refunded)),
+        Verdict::Duplicate => None,
+        Verdict::Refused(problem) => Some(problem),
+    };
+    match (earlier(db, asker, order.id, key, fingerprint)?, refused) {
+        (Some(earlier), _) => Ok(Outcome::Duplicate(earlier)),
+        (None, Some(problem)) => Ok(Outcome::Refused(problem)),
+        (None, None) => Err(Problem::unavailable(
+            "the refund for this key is not readable yet",
+        )),
+    }
+}
+
+/// What the refund statement's row says.
+enum Verdict {
+    Done(Refunded),
+    /// The key already made a refund of this order.
+    Duplicate,
+    Refused(Problem),
+}
+
+fn decide(rows: &edge::pg::Rows, order_id: i64) -> Result<Verdict, Problem> {
+    let verdict = rows.first(|row| {
         let outcome: String = column(row, "outcome")?;
         let status: Option<String> = column(row, "order_status")?;
-        let refused = |rejection: Rejection| Ok(Outcome::Refused(rejection.into()));
+        let refused = |rejection: Rejection| Ok(Verdict::Refused(rejection.into()));
         match outcome.as_str() {
             "OK" => {
                 let paid_at: Option<chrono::NaiveDateTime> = column(row, "paid_at")?;
-                Ok(Outcome::Refunded(Refunded {
+                Ok(Verdict::Done(Refunded {
                     refund: refund_view(row)?,
                     order_status: status_of(column(row, "status_after")?)?,
                     balance: column(row, "balance")?,
                     paid_at: paid_at.map(|t| t.and_utc()),
                 }))
             }
-            "ORDER_NOT_FOUND" => Ok(Outcome::Refused(not_found(order.id))),
+            "DUPLICATE" => Ok(Verdict::Duplicate),
+            "ORDER_NOT_FOUND" => Ok(Verdict::Refused(not_found(order_id))),
             "ORDER_NOT_REFUNDABLE" => {
                 let status = status.unwrap_or_default();
-                Ok(Outcome::Refused(
+                Ok(Verdict::Refused(
                     Problem::from(refund::not_refundable(&status)).with_extension("orderStatus", status),
                 ))
             }
@@ -293,26 +339,33 @@ pub fn refund(
             "NOT_IN_ORDER" => {
                 let position: i64 = column(row, "missing_position")?;
                 refused(refund::not_in_order(
-                    (position - 1) as usize,
+                    position as usize,
                     column(row, "missing_product")?,
                 ))
             }
             "REFUND_EXCEEDS_ORDER" => {
                 let product_id: i64 = column(row, "excess_product")?;
-                Ok(Outcome::Refused(
+                Ok(Verdict::Refused(
                     Problem::from(refund::exceeds_order(product_id)).with_extension("productId", product_id),
                 ))
             }
             other => Err(Problem::unavailable(format!("unexpected refund verdict {other}"))),
         }
     })?;
-    outcome.ok_or_else(|| Problem::unavailable("the refund statement answered no row"))
+    verdict.ok_or_else(|| Problem::unavailable("the refund statement answered no row"))
 }
 
-/// The refund `key` already made, if its request was the same (`422` if not).
-fn by_key(db: &Db, asker: Asker, order_id: i64, key: &str, fingerprint: &str) -> Result<Refunded, Problem> {
+/// The refund `key` already made of `order_id`, as it was answered; `422`
+/// when it was made for another request.
+fn earlier(
+    db: &Db,
+    asker: Asker,
+    order_id: i64,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<Refunded>, Problem> {
     let rows = db.query(
-        &REFUND_BY_KEY,
+        &EARLIER_REFUND,
         &[
             ParameterValue::Int64(order_id),
             ParameterValue::Str(asker.kind().to_owned()),
@@ -322,22 +375,21 @@ fn by_key(db: &Db, asker: Asker, order_id: i64, key: &str, fingerprint: &str) ->
     )?;
     let found = rows.first(|row| {
         let stored: String = column(row, "request_fingerprint")?;
+        let paid_at: Option<chrono::NaiveDateTime> = column(row, "paid_at")?;
         Ok((
             stored,
             Refunded {
                 refund: refund_view(row)?,
                 order_status: status_of(column(row, "status_after")?)?,
                 balance: column(row, "balance")?,
-                paid_at: None,
+                paid_at: paid_at.map(|t| t.and_utc()),
             },
         ))
     })?;
     match found {
         Some((stored, _)) if stored != fingerprint => Err(edge::idempotency::reused()),
-        Some((_, refunded)) => Ok(refunded),
-        None => Err(Problem::unavailable(
-            "the refund for this key is not readable yet",
-        )),
+        Some((_, refunded)) => Ok(Some(refunded)),
+        None => Ok(None),
     }
 }
 

@@ -148,18 +148,38 @@ fn pg_open(url: &str) -> Value {
     }
 }
 
+/// One unique violation three ways: by `execute`, by a `query` (raised
+/// while its row runs), and a `query` refused while binding a parameter
+/// (NUL in text) — what each error carries.
 fn pg_unique() -> Value {
     let db = pg();
     db.execute("CREATE TEMPORARY TABLE probe_unique (k int8 PRIMARY KEY)", &[])
         .expect("create");
     db.execute("INSERT INTO probe_unique VALUES (1)", &[])
         .expect("first insert");
-    match db.execute("INSERT INTO probe_unique VALUES (1)", &[]) {
-        Err(pg4::PgError::QueryFailed(pg4::QueryError::DbError(e))) => json!({
-            "code": e.code, "severity": e.severity, "message": e.message,
+    let execute = db.execute("INSERT INTO probe_unique VALUES (1)", &[]).err();
+    let query = db
+        .query("INSERT INTO probe_unique VALUES (1) RETURNING k", &[])
+        .err();
+    let bind = db
+        .query(
+            "SELECT $1::text AS t",
+            &[ParameterValue::Str("nul\u{0}byte".into())],
+        )
+        .err();
+    json!({ "execute": pg_error(execute), "query": pg_error(query), "bind": pg_error(bind) })
+}
+
+fn pg_error(error: Option<pg4::PgError>) -> Value {
+    match error {
+        Some(pg4::PgError::QueryFailed(pg4::QueryError::DbError(e))) => json!({
+            "kind": "db-error", "code": e.code, "severity": e.severity, "message": e.message,
             "extras": e.extras.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
         }),
-        other => json!({ "unexpected": format!("{other:?}") }),
+        Some(pg4::PgError::QueryFailed(pg4::QueryError::Text(text))) => {
+            json!({ "kind": "text", "text": text })
+        }
+        other => json!({ "kind": "other", "error": format!("{other:?}") }),
     }
 }
 

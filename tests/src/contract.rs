@@ -26,12 +26,23 @@ impl Contract {
         operations
     }
 
+    /// A response object, or the one a `$ref` to `#/components/responses/…` names.
+    fn resolve<'a>(&'a self, response: &'a Value) -> &'a Value {
+        match response["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/components/responses/"))
+        {
+            Some(name) => &self.doc["components"]["responses"][name],
+            None => response,
+        }
+    }
+
     /// Panic unless `reply` is a documented answer of `method template`.
     #[track_caller]
     pub fn check(&self, method: &str, template: &str, reply: &Reply) {
         let operation = &self.doc["paths"][template][method.to_lowercase()];
         assert!(operation.is_object(), "{method} {template} is not documented");
-        let response = &operation["responses"][reply.status.to_string()];
+        let response = self.resolve(&operation["responses"][reply.status.to_string()]);
         assert!(
             response.is_object(),
             "{method} {template} answered {} which is not documented: {}",

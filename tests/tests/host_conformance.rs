@@ -164,6 +164,17 @@ async fn routing_follows_spin_precedence_and_sets_spin_headers(on: On) {
     let health = probe.get("/.well-known/spin/health").await;
     assert_eq!((health.status, health.text.as_str()), (200, "OK"));
     assert_eq!(probe.get("/.well-known/spin/nope").await.status, 404);
+
+    // A header value that is not UTF-8 never reaches a component: a bare 500.
+    let latin1 = probe
+        .client
+        .get(format!("{}/echo/42", probe.host.base_url))
+        .header("x-name", reqwest::header::HeaderValue::from_bytes(b"caf\xe9").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(latin1.status(), 500);
+    assert!(latin1.headers().get("request-id").is_none());
 }
 
 async fn variables_resolve_from_environment_over_defaults_and_are_per_component(on: On) {

@@ -193,10 +193,6 @@ async fn tokens_an_attacker_would_try_are_refused() {
             HeaderValue::from_str(&hs256(&claims)).unwrap(),
         ),
         (
-            "bytes that are not UTF-8",
-            HeaderValue::from_bytes(b"Bearer \xff\xfe.\xfd").unwrap(),
-        ),
-        (
             "a 32 KiB token",
             HeaderValue::from_str(&format!("Bearer {}", "a".repeat(32 * 1024))).unwrap(),
         ),
@@ -206,6 +202,11 @@ async fn tokens_an_attacker_would_try_are_refused() {
         assert_eq!(reply.status, 401, "{case}: {}", reply.text);
         reply.assert_problem(401, "UNAUTHORIZED");
     }
+    // Bytes that are not UTF-8 never reach a component: Spin's trigger
+    // refuses the request with a bare 500 first, and so does the host
+    // (host_conformance: routing_follows_spin_precedence_and_sets_spin_headers).
+    let latin1 = wallet_with(&app, HeaderValue::from_bytes(b"Bearer \xff\xfe.\xfd").unwrap()).await;
+    assert_eq!((latin1.status, latin1.text.as_str()), (500, ""));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -436,6 +436,24 @@ async fn real_responses_match_the_served_openapi_document() {
         );
     }
 
+    // Every operation refuses a body over 64 KiB, before the token is checked.
+    for (method, template) in contract.operations() {
+        let path = template.replace("{id}", "1");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let too_large = app
+            .request(
+                method.clone(),
+                &path,
+                None,
+                &[("content-type", "application/json")],
+                Some(vec![b' '; 64 * 1024 + 1]),
+            )
+            .await
+            .unwrap();
+        too_large.assert_problem(413, "PAYLOAD_TOO_LARGE");
+        contract.check(method.as_str(), &template, &too_large);
+    }
+
     let documented: BTreeSet<(String, String)> = contract.operations().into_iter().collect();
     assert_eq!(
         exercised, documented,

@@ -115,12 +115,11 @@ pub async fn serve(
         method_name(head.method()),
         head.header_str("traceparent"),
     );
-    let body = std::pin::pin!(incoming.into_body_stream());
+    let mut body = std::pin::pin!(incoming.into_body_stream());
     let (mut response, refused_body) = match find(routes, &head) {
         Err(problem) => (problem.into_response(), None),
         Ok((route, params)) => {
             observe::matched(route.pattern);
-            let mut body = body;
             match body::read(&head, body.as_mut()).await {
                 Ok(bytes) => {
                     let req = head.with_body(bytes);

@@ -279,6 +279,15 @@ fn prepare_request(
     client: SocketAddr,
 ) -> Result<hyper::Request<Incoming>> {
     let (mut parts, body) = req.into_parts();
+    // Spin's HTTP trigger reads every header value as UTF-8 before a
+    // component runs, and answers 500 when one is not.
+    if let Some((name, _)) = parts
+        .headers
+        .iter()
+        .find(|(_, v)| std::str::from_utf8(v.as_bytes()).is_err())
+    {
+        anyhow::bail!("the value of header {name} is not UTF-8");
+    }
     let host = parts
         .headers
         .get(hyper::header::HOST)

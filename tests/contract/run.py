@@ -104,7 +104,9 @@ def main():
             "--generation-deterministic" if not args.long else "--generation-maximize=response_time",
         ]
         print("contract:", " ".join(command[:3]), "...", file=sys.stderr)
-        result = subprocess.run(command, cwd=ROOT)
+        hooks = dict(os.environ, SCHEMATHESIS_HOOKS="hooks",
+                     PYTHONPATH=os.path.join(ROOT, "tests/contract"))
+        result = subprocess.run(command, cwd=ROOT, env=hooks)
         return result.returncode
     finally:
         if host:

@@ -195,6 +195,65 @@ pub async fn orders(db: &tokio_postgres::Client) -> Result<Vec<String>> {
     Ok(violations)
 }
 
+/// Invariant 6 (events): every order that is PAID, PARTIALLY_REFUNDED or
+/// REFUNDED has exactly one `order.paid`, every CANCELLED order (only
+/// recovery cancels) exactly one `order.cancelled`, every refund exactly one
+/// `order.refunded` of its amount, and no other order any event; every
+/// event's body is its envelope (`id`, `type`, `data` of its own order).
+pub async fn events(db: &tokio_postgres::Client) -> Result<Vec<String>> {
+    let per_order = db
+        .query(
+            "SELECT o.id, o.status,
+                    count(e.id) FILTER (WHERE e.type = 'order.paid') AS paid,
+                    count(e.id) FILTER (WHERE e.type = 'order.cancelled') AS cancelled,
+                    count(e.id) FILTER (WHERE e.type = 'order.refunded') AS refunded,
+                    (SELECT count(*) FROM refunds r WHERE r.order_id = o.id) AS refunds
+             FROM orders o LEFT JOIN order_events e ON e.order_id = o.id
+             GROUP BY o.id
+             HAVING count(e.id) FILTER (WHERE e.type = 'order.paid')
+                        <> (o.status IN ('PAID', 'PARTIALLY_REFUNDED', 'REFUNDED'))::int
+                 OR count(e.id) FILTER (WHERE e.type = 'order.cancelled') <> (o.status = 'CANCELLED')::int
+                 OR count(e.id) FILTER (WHERE e.type = 'order.refunded')
+                        <> (SELECT count(*) FROM refunds r WHERE r.order_id = o.id)",
+            &[],
+        )
+        .await?;
+    let mut violations: Vec<String> = per_order
+        .iter()
+        .map(|r| {
+            format!(
+                "order {} ({}): {} order.paid, {} order.cancelled, {} order.refunded for {} refunds",
+                r.get::<_, i64>("id"),
+                r.get::<_, String>("status"),
+                r.get::<_, i64>("paid"),
+                r.get::<_, i64>("cancelled"),
+                r.get::<_, i64>("refunded"),
+                r.get::<_, i64>("refunds")
+            )
+        })
+        .collect();
+    let mismatched = db
+        .query(
+            "SELECT e.id::text, e.type FROM order_events e
+             LEFT JOIN refunds r ON r.id = e.refund_id
+             WHERE (e.body::jsonb ->> 'id') IS DISTINCT FROM e.id::text
+                OR (e.body::jsonb ->> 'type') IS DISTINCT FROM e.type
+                OR (e.body::jsonb -> 'data' ->> 'orderId')::int8 IS DISTINCT FROM e.order_id
+                OR (e.type = 'order.refunded' AND (r.order_id IS DISTINCT FROM e.order_id
+                    OR (e.data ->> 'amount')::int8 IS DISTINCT FROM r.amount))",
+            &[],
+        )
+        .await?;
+    violations.extend(mismatched.iter().map(|r| {
+        format!(
+            "event {} ({}) does not match its envelope, order or refund",
+            r.get::<_, String>(0),
+            r.get::<_, String>(1)
+        )
+    }));
+    Ok(violations)
+}
+
 /// Invariant 4's clock: every order is final (PAID, FAILED or CANCELLED).
 pub async fn all_orders_final(db: &tokio_postgres::Client) -> Result<Vec<String>> {
     let rows = db
@@ -281,6 +340,7 @@ pub async fn assert_all(db: &tokio_postgres::Client) {
     violations.extend(stock(db).await.expect("stock invariant query"));
     violations.extend(coupons(db).await.expect("coupon invariant query"));
     violations.extend(orders(db).await.expect("order invariant query"));
+    violations.extend(events(db).await.expect("event invariant query"));
     assert!(
         violations.is_empty(),
         "invariants broken:\n{}",

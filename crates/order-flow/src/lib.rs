@@ -134,11 +134,26 @@ const DEBIT: Query = Query::with(
 /// Step 5, also recovery's roll-forward. Invariants 2 and 4: held stock
 /// becomes sold exactly once, when a debited order becomes PAID; products
 /// are locked in id order so concurrent confirmations cannot deadlock.
+/// Invariant 6: the order's `order.paid` event is written by this same
+/// statement, so it exists exactly when the order became PAID.
 const CONFIRM: Query = Query::with(
     "paid AS (
         UPDATE orders SET status = 'PAID', paid_at = now(), updated_at = now()
         WHERE id = $1 AND status IN ('PENDING', 'ON_HOLD') AND balance_deducted
-        RETURNING id, paid_at, reserved_products
+        RETURNING id, user_id, paid_at, reserved_products, total_amount, discount_amount, user_coupon_id
+    ), event AS (
+        INSERT INTO order_events (order_id, type, data)
+        SELECT paid.id, 'order.paid', jsonb_build_object(
+            'orderId', paid.id, 'userId', paid.user_id, 'status', 'PAID',
+            'items', (SELECT jsonb_agg(jsonb_build_object('productId', i.product_id, 'quantity', i.quantity,
+                                                          'unitPrice', i.unit_price,
+                                                          'lineTotal', i.quantity * i.unit_price)
+                                       ORDER BY i.product_id)
+                      FROM order_items i WHERE i.order_id = paid.id),
+            'totalAmount', paid.total_amount, 'discountAmount', paid.discount_amount,
+            'paidAmount', paid.total_amount - paid.discount_amount,
+            'userCouponId', paid.user_coupon_id, 'paidAt', api_time(paid.paid_at))
+        FROM paid
     ), lines AS (
         SELECT i.product_id, i.quantity FROM order_items i JOIN paid ON paid.id = i.order_id
         WHERE i.product_id = ANY(paid.reserved_products)
@@ -158,13 +173,26 @@ const CONFIRM: Query = Query::with(
 /// (`CANCELLED`). Invariants 2 and 3: give back exactly what the order holds,
 /// once (the status moves on in the same statement), and only if no money
 /// moved (`NOT balance_deducted`). The progress columns stay as a record of
-/// what was held.
+/// what was held. Invariant 6: a roll-back writes its `order.cancelled`
+/// event in this statement; a `FAILED` order has none.
 const UNDO: Query = Query::with(
     "ended AS (
         UPDATE orders SET status = $2, failure_code = $3, failure_detail = $4, failure_product_id = $5,
                           updated_at = now()
         WHERE id = $1 AND status IN ('PENDING', 'ON_HOLD') AND NOT balance_deducted
-        RETURNING id, user_coupon_id, coupon_applied, reserved_products
+        RETURNING id, user_id, status, total_amount, user_coupon_id, coupon_applied, reserved_products
+    ), event AS (
+        INSERT INTO order_events (order_id, type, data)
+        SELECT ended.id, 'order.cancelled', jsonb_build_object(
+            'orderId', ended.id, 'userId', ended.user_id, 'status', 'CANCELLED',
+            'items', (SELECT coalesce(jsonb_agg(jsonb_build_object('productId', i.product_id,
+                                                                   'quantity', i.quantity,
+                                                                   'unitPrice', i.unit_price,
+                                                                   'lineTotal', i.quantity * i.unit_price)
+                                                ORDER BY i.product_id), '[]')
+                      FROM order_items i WHERE i.order_id = ended.id),
+            'totalAmount', ended.total_amount)
+        FROM ended WHERE ended.status = 'CANCELLED'
     ), lines AS (
         SELECT i.product_id, i.quantity FROM order_items i JOIN ended ON ended.id = i.order_id
         WHERE i.product_id = ANY(ended.reserved_products)

@@ -27,6 +27,7 @@ use spin_sdk::pg4::ParameterValue;
 
 /// Invariants 1, 2, 3 and 4 for refunds: all effects or none, never a unit
 /// or a KRW twice, never more than was sold or paid (see the module doc);
+/// invariant 6: the refund's `order.refunded` event is one of those effects;
 /// invariant 5: a key that already made a refund of this order is answered
 /// with it (`DUPLICATE`, read by [`EARLIER_REFUND`]) and nothing is written.
 /// $1 order, $2 owner (NULL for an admin), $3 kind, $4 requester, $5 key,
@@ -82,14 +83,22 @@ const REFUND: Query = Query::with(
                                                     'amount', amount) ORDER BY product_id) FROM lines),
                $10
         FROM verdict WHERE outcome = 'OK'
-        RETURNING id, amount, items, created_at
+        RETURNING id, amount, items, reason, created_at
     ), order_after AS (
         UPDATE orders o SET refunded_amount = o.refunded_amount + refund.amount, updated_at = now(),
             status = CASE WHEN (SELECT sum(quantity - refunded_quantity) FROM items)
                                = (SELECT sum(quantity) FROM lines)
                           THEN 'REFUNDED' ELSE 'PARTIALLY_REFUNDED' END
         FROM refund WHERE o.id = $1
-        RETURNING o.status, o.user_coupon_id, o.coupon_applied
+        RETURNING o.status, o.refunded_amount, o.user_coupon_id, o.coupon_applied
+    ), event AS (
+        INSERT INTO order_events (order_id, type, refund_id, data)
+        SELECT $1, 'order.refunded', refund.id, jsonb_build_object(
+            'refundId', refund.id, 'orderId', $1::int8, 'userId', target.user_id, 'amount', refund.amount,
+            'items', refund.items, 'orderStatus', order_after.status,
+            'refundedAmount', order_after.refunded_amount, 'reason', refund.reason,
+            'createdAt', api_time(refund.created_at))
+        FROM refund, target, order_after
     ), items_after AS (
         UPDATE order_items i SET refunded_quantity = i.refunded_quantity + lines.quantity
         FROM lines, refund WHERE i.order_id = $1 AND i.product_id = lines.product_id

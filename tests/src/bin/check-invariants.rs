@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
     violations.extend(invariants::stock(&db).await?);
     violations.extend(invariants::coupons(&db).await?);
     violations.extend(invariants::orders(&db).await?);
+    violations.extend(invariants::events(&db).await?);
     if let Some(redis_url) = args.next() {
         let mut redis = redis::Client::open(redis_url)?.get_connection()?;
         violations.extend(invariants::coupon_keys(&db, &mut redis).await?);

@@ -80,6 +80,10 @@ impl Probe {
         self.get_with(path, &[]).await
     }
 
+    async fn get_owned(&self, path: String) -> edge_tests::Reply {
+        self.get(&path).await
+    }
+
     async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> edge_tests::Reply {
         let url = format!("{}{path}", self.host.base_url);
         send(&self.client, reqwest::Method::GET, &url, None, headers, None)
@@ -256,6 +260,52 @@ async fn outbound_http_to_a_host_not_allowed_is_denied(on: On) {
     let body = probe.get("/http/out").await.body;
     let error = body["error"].as_str().unwrap_or_default();
     assert!(error.contains("HttpRequestDenied"), "{body}");
+}
+
+async fn outbound_http_is_sent_and_fails_as_on_spin(on: On) {
+    // A receiver that answers 204 and keeps what it was sent, one that
+    // accepts and never answers, and a port nobody listens on.
+    let answering = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (answering_at, silent_at) = (answering.local_addr().unwrap(), silent.local_addr().unwrap());
+    let received = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = answering.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("{\"probe\": true}") {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buffer[..read]);
+        }
+        stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+        String::from_utf8_lossy(&seen).to_ascii_lowercase()
+    });
+    let _held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        loop {
+            let (stream, _) = silent.accept().await.unwrap();
+            open.push(stream);
+        }
+    });
+    let probe = Probe::start(&on, &[]).await;
+    let post = |at: std::net::SocketAddr| probe.get_owned(format!("/http/post?url=http://{at}/hook"));
+    let (answered, timed_out, refused) = tokio::join!(post(answering_at), post(silent_at), post(nobody));
+    assert_eq!(answered.body["status"], 204, "{}", answered.text);
+    let head = received.await.unwrap();
+    for line in [
+        format!("host: {answering_at}"),
+        "content-type: application/json".into(),
+        "webhook-id: probe-event".into(),
+    ] {
+        assert!(head.contains(&line), "no {line:?} in {head}");
+    }
+    assert!(head.starts_with("post /hook http/1.1\r\n"), "{head}");
+    assert_eq!(refused.body["error"], "ConnectionRefused", "{}", refused.text);
+    assert_eq!(timed_out.body["error"], "ConnectionReadTimeout", "{}", timed_out.text);
+    let waited = timed_out.body["ms"].as_u64().unwrap();
+    assert!((9_500..15_000).contains(&waited), "gave up after {waited} ms");
 }
 
 async fn postgres_values_round_trip_with_spin_conversions(on: On) {

@@ -105,8 +105,8 @@ const LIVE_COUPONS: Query = Query::new(
 );
 
 /// `GET /api/v1/admin/ops`: order counts by status, stuck orders, the last
-/// recovery run, coupons whose Redis stock disagrees with Postgres, and the
-/// stores' health. Redis unavailable still answers (`"redis": "unavailable"`,
+/// recovery run, coupons whose Redis stock disagrees with Postgres, the
+/// webhook backlog and whether webhooks are on, and the stores' health. Redis unavailable still answers (`"redis": "unavailable"`,
 /// no drift known); Postgres unavailable is a `503`.
 fn on_call(req: &Request, _: &Params) -> ApiResult {
     edge::auth::authenticate_admin(req)?;
@@ -152,11 +152,19 @@ fn on_call(req: &Request, _: &Params) -> ApiResult {
         }
         None => Vec::new(),
     };
+    let backlog = outbox::store::backlog(&db)?;
+    let events = json!({
+        "pending": backlog.pending,
+        "failed": backlog.failed,
+        "oldestPendingSeconds": backlog.oldest_pending_seconds,
+        "webhooks": outbox::Webhooks::from_variables().state(),
+    });
     Ok(respond::ok(&json!({
         "orders": orders,
         "stuckOrders": stuck,
         "lastRecovery": last_recovery,
         "couponDrift": drift,
+        "events": events,
         "postgres": "ok",
         "redis": if redis.is_some() { "ok" } else { "unavailable" },
     })))

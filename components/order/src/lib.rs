@@ -9,7 +9,7 @@ use commerce::{ErrorCode, Rejection};
 use edge::auth::{self, Caller};
 use edge::bodies::{CancelBody, OrderBody, RefundBody};
 use edge::idempotency::{self, Claim};
-use edge::input::{json_body, page};
+use edge::input::{json_body, page, query_param};
 use edge::pg::Db;
 use edge::redis::Redis;
 use edge::respond::{self, Page};
@@ -42,6 +42,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             get("/api/v1/orders/{id}", get_order),
             post("/api/v1/orders/{id}/cancel", cancel_order),
             post("/api/v1/admin/orders/{id}/refunds", refund_order),
+            get("/api/v1/admin/orders", admin_list_orders),
             post("/api/v1/admin/recovery/run", run_recovery),
         ],
     )
@@ -110,6 +111,7 @@ fn place(
         Ok(paid) => {
             let lines: Vec<(i64, i64)> = priced.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
             order_flow::popular::count_sale(paid.paid_at, &lines, redis);
+            outbox::deliver_after_response(outbox::Scope::Order(order_id));
             let items: Vec<Item> = priced.lines.iter().map(Item::priced).collect();
             let body = PaidOrder::new(
                 order_id,
@@ -414,6 +416,7 @@ fn refund_done(order_id: i64, refunded: &Refunded, redis: Option<&Redis>) {
         }),
     );
     take_off_popular(refunded, redis);
+    outbox::deliver_after_response(outbox::Scope::Order(order_id));
 }
 
 /// Refunded units no longer count for popular products, on the day the order
@@ -436,6 +439,36 @@ fn cancel_window_minutes() -> Result<i64, Problem> {
         .ok()
         .filter(|minutes| *minutes >= 0)
         .ok_or_else(|| Problem::unavailable("the variable cancel_window_minutes is not a number of minutes"))
+}
+
+/// SPEC §9: every user's orders, newest first, for the shop's back office.
+fn admin_list_orders(req: &Request, _: &Params) -> ApiResult {
+    auth::authenticate_admin(req)?;
+    let (limit, cursor) = page(req)?;
+    let status = query_param(req, "status")?
+        .map(|s| OrderStatus::parse(&s).ok_or_else(|| Problem::invalid("status", "is not an order status")))
+        .transpose()?;
+    let user_id = query_param(req, "userId")?
+        .map(|id| commerce::ids::parse_positive_id(&id, "userId"))
+        .transpose()?;
+    let db = Db::connect()?;
+    let orders = view::load(
+        &db,
+        Select::Admin {
+            status,
+            user_id,
+            before: cursor.map_or(i64::MAX, |c| c.after_id),
+            limit: i64::from(limit.get()) + 1,
+        },
+    )?;
+    let (orders, next_cursor) = split_page(orders, limit, |o| o.id);
+    let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
+    let refunds = refunds::refunds_of_orders(&db, &ids)?;
+    let items = orders
+        .iter()
+        .map(|o| o.admin_view(refunds.get(&o.id).map_or(&[], Vec::as_slice)))
+        .collect();
+    Ok(respond::ok(&Page { items, next_cursor }))
 }
 
 fn list_orders(req: &Request, _: &Params) -> ApiResult {
@@ -461,7 +494,11 @@ fn run_recovery(req: &Request, _: &Params) -> ApiResult {
     auth::authenticate_admin(req)?;
     let failpoints = Failpoints::from_header(req.header_str("x-failpoint"));
     match recovery::run(failpoints.recovery_lock(), pending_timeout()?) {
-        Ok(summary) => Ok(respond::ok(&summary)),
+        Ok(summary) => {
+            // The events the run made (and any other due), after the answer.
+            outbox::deliver_after_response(outbox::Scope::Due);
+            Ok(respond::ok(&summary))
+        }
         Err(RunError::Locked) => Err(Problem::new(
             ErrorCode::RecoveryInProgress,
             "another recovery run holds the lock; try again shortly",

@@ -1,7 +1,8 @@
 //! SPEC §5 on a schedule: the Spin cron trigger calls `handle-cron-event`
 //! (world `fermyon:spin-cron@2.0.0`, under `wit/`) every minute in every
 //! instance; the batch itself, lock included, is `order_flow::recovery`,
-//! shared with the admin route.
+//! shared with the admin route. The events a run makes are then delivered
+//! (`outbox`).
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -9,6 +10,10 @@ wit_bindgen::generate!({
 });
 
 use order_flow::recovery::{self, Lock, RunError};
+use std::time::Duration;
+
+/// How long the webhook attempts after a run may go on.
+const DELIVERY_BUDGET: Duration = Duration::from_secs(20);
 
 struct Recovery;
 
@@ -22,6 +27,10 @@ impl Guest for Recovery {
             Ok(summary) => {
                 if summary.examined > 0 {
                     eprintln!("recovery at {}: {summary:?}", metadata.timestamp);
+                    // The first attempt of the events the run made (SPEC §9).
+                    if let Err(problem) = outbox::deliver(outbox::Scope::Due, DELIVERY_BUDGET) {
+                        eprintln!("recovery: webhook delivery stopped: {}", problem.detail);
+                    }
                 }
                 Ok(())
             }

@@ -88,6 +88,8 @@ error_codes! {
     RefundExceedsOrder => ("REFUND_EXCEEDS_ORDER", 409, "More units than remain to refund"),
     // Recovery (§5).
     RecoveryInProgress => ("RECOVERY_IN_PROGRESS", 409, "A recovery run is already in progress"),
+    // Order events (§9).
+    EventNotFound => ("EVENT_NOT_FOUND", 404, "Event not found"),
 }
 
 impl ErrorCode {

@@ -13,6 +13,19 @@ use crate::request::Request;
 use crate::{body, observe, ApiResult, Problem};
 use commerce::ErrorCode;
 use spin_sdk::http::{IncomingRequest, Method, OutgoingResponse, Response, ResponseOutparam};
+use std::cell::RefCell;
+
+thread_local! {
+    /// Work the handler left for after its answer (see [`after_response`]).
+    static AFTER_RESPONSE: RefCell<Vec<Box<dyn FnOnce()>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Do `work` once the answer has been sent, in this request's instance: the
+/// client never waits for it (a webhook's first attempt, say). Spin keeps
+/// the instance running until the handler returns, after the response.
+pub fn after_response(work: impl FnOnce() + 'static) {
+    AFTER_RESPONSE.with(|after| after.borrow_mut().push(Box::new(work)));
+}
 
 /// Captured `{name}` segments of a matched pattern.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -96,7 +109,8 @@ fn method_name(method: &Method) -> &'static str {
 /// [`MAX_BODY_BYTES`](crate::request::MAX_BODY_BYTES) (`413` the moment it
 /// is passed, before the handler authenticates anything), run the handler,
 /// every failure becoming a problem; then name the answer (`Request-Id`),
-/// log it and send it.
+/// log it and send it, and then do what the handler left for afterwards
+/// ([`after_response`]).
 pub async fn serve(
     incoming: IncomingRequest,
     out: ResponseOutparam,
@@ -136,6 +150,9 @@ pub async fn serve(
     send(out, response).await;
     if let Some(rest) = refused_body {
         body::drain(rest).await;
+    }
+    for work in AFTER_RESPONSE.with(|after| after.take()) {
+        work();
     }
 }
 

@@ -134,11 +134,11 @@ const REFUND: Query = Query::with(
     FROM verdict LEFT JOIN refund ON true LEFT JOIN order_after ON true",
 );
 
-/// The refunds of one order, oldest first.
+/// The refunds of some orders, each order's oldest first.
 const REFUNDS_OF: Query = Query::new(
-    "SELECT id::text AS refund_id, amount, items::text AS items,
+    "SELECT order_id, id::text AS refund_id, amount, items::text AS items,
             created_at AT TIME ZONE 'UTC' AS created_at
-    FROM refunds WHERE order_id = $1 ORDER BY created_at, id",
+    FROM refunds WHERE order_id = ANY($1) ORDER BY order_id, created_at, id",
 );
 
 /// The refund a key already made of an order (the Postgres backstop of
@@ -417,8 +417,24 @@ pub fn paid_lines(order: &Order) -> Vec<PaidLine> {
 
 /// The refunds of `order_id`, oldest first.
 pub fn refunds_of(db: &Db, order_id: i64) -> Result<Vec<RefundView>, Problem> {
-    let rows = db.query(&REFUNDS_OF, &[ParameterValue::Int64(order_id)])?;
-    rows.iter().map(|row| refund_view(&row)).collect()
+    Ok(refunds_of_orders(db, &[order_id])?
+        .remove(&order_id)
+        .unwrap_or_default())
+}
+
+/// The refunds of each of `order_ids` that has any, oldest first.
+pub fn refunds_of_orders(
+    db: &Db,
+    order_ids: &[i64],
+) -> Result<std::collections::HashMap<i64, Vec<RefundView>>, Problem> {
+    let ids = order_ids.iter().map(|id| Some(*id)).collect();
+    let rows = db.query(&REFUNDS_OF, &[ParameterValue::ArrayInt64(ids)])?;
+    let mut by_order: std::collections::HashMap<i64, Vec<RefundView>> = std::collections::HashMap::new();
+    for row in rows.iter() {
+        let order_id: i64 = column(&row, "order_id")?;
+        by_order.entry(order_id).or_default().push(refund_view(&row)?);
+    }
+    Ok(by_order)
 }
 
 fn refund_view(row: &spin_sdk::pg4::Row<'_>) -> Result<RefundView, Problem> {

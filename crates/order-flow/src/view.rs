@@ -128,7 +128,44 @@ pub struct OrderDetail<'a> {
     pub refunds: Option<Vec<RefundView>>,
 }
 
+/// An order in the admin list: as `GET /orders/{id}` shows it, refunds
+/// included, with its owner and without a balance.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminOrder<'a> {
+    pub order_id: i64,
+    pub user_id: i64,
+    pub status: &'static str,
+    pub items: &'a [Item],
+    pub total_amount: i64,
+    pub discount_amount: i64,
+    pub paid_amount: i64,
+    pub paid_at: Option<String>,
+    pub created_at: String,
+    pub user_coupon_id: Option<i64>,
+    pub refunded_amount: i64,
+    pub refunds: &'a [RefundView],
+}
+
 impl Order {
+    /// This order in the admin list, with its refunds.
+    pub fn admin_view<'a>(&'a self, refunds: &'a [RefundView]) -> AdminOrder<'a> {
+        AdminOrder {
+            order_id: self.id,
+            user_id: self.user_id,
+            status: self.status.as_str(),
+            items: &self.items,
+            total_amount: self.total_amount,
+            discount_amount: self.discount_amount,
+            paid_amount: self.paid_amount(),
+            paid_at: self.paid_at.map(rfc3339),
+            created_at: rfc3339(self.created_at),
+            user_coupon_id: self.user_coupon_id,
+            refunded_amount: self.refunded_amount,
+            refunds,
+        }
+    }
+
     fn from_row(row: &Row<'_>) -> Result<Order, Problem> {
         let status: String = column(row, "status")?;
         let paid_at: Option<chrono::NaiveDateTime> = column(row, "paid_at")?;
@@ -205,6 +242,14 @@ pub enum Select<'a> {
     Page { user_id: i64, before: i64, limit: i64 },
     /// Any orders by id (recovery).
     Ids(&'a [i64]),
+    /// A page of every user's orders, newest first, below `before`, of one
+    /// status and one user when given (the admin list).
+    Admin {
+        status: Option<OrderStatus>,
+        user_id: Option<i64>,
+        before: i64,
+        limit: i64,
+    },
 }
 
 /// Load orders with their lines.
@@ -236,6 +281,23 @@ pub fn load(db: &Db, select: Select<'_>) -> Result<Vec<Order>, Problem> {
         Select::Ids(ids) => (
             "WHERE o.id = ANY($1) ORDER BY o.id",
             vec![ParameterValue::ArrayInt64(ids.iter().map(|i| Some(*i)).collect())],
+        ),
+        Select::Admin {
+            status,
+            user_id,
+            before,
+            limit,
+        } => (
+            "WHERE ($1::text IS NULL OR o.status = $1) AND ($2::int8 IS NULL OR o.user_id = $2) AND o.id < $3
+             ORDER BY o.id DESC LIMIT $4",
+            vec![
+                status.map_or(ParameterValue::DbNull, |s| {
+                    ParameterValue::Str(s.as_str().to_owned())
+                }),
+                user_id.map_or(ParameterValue::DbNull, ParameterValue::Int64),
+                ParameterValue::Int64(before),
+                ParameterValue::Int64(limit),
+            ],
         ),
     };
     let rows = db.query(&Query::new(&format!("{ORDER_COLUMNS} {filter}")), &params)?;

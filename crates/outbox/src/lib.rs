@@ -88,6 +88,21 @@ pub fn deliver(scope: Scope, budget: Duration) -> Result<Summary, Problem> {
     Ok(summary)
 }
 
+/// How long the first attempts after an answer may go on (a round already
+/// started finishes).
+const AFTER_RESPONSE_BUDGET: Duration = Duration::from_secs(15);
+
+/// Deliver the due events of `scope` once the answer to this request is
+/// sent (SPEC §9: the first attempt right after the answer, which never
+/// waits for it). A failure here is retried by the next cron run.
+pub fn deliver_after_response(scope: Scope) {
+    edge::router::after_response(move || {
+        if let Err(problem) = deliver(scope, AFTER_RESPONSE_BUDGET) {
+            eprintln!("webhooks: delivery after the answer stopped: {}", problem.detail);
+        }
+    });
+}
+
 /// One line per attempt (SPEC §9 "Logs"): never the secret, never the body.
 fn log_attempt(event: &store::Claimed, status: Option<u16>, error: Option<&str>, took: Duration) {
     let mut line = serde_json::json!({

@@ -59,7 +59,8 @@ pub fn post_all(target: &Target, messages: &[Message<'_>]) -> Vec<(Answer, Durat
 fn error(code: &ErrorCode) -> Answer {
     // The variant's name (`ConnectionRefused`), without a payload's details.
     let text = format!("{code:?}");
-    let name = text.split(['(', ' ', '{']).next().unwrap_or(&text);
+    let text = text.strip_prefix("ErrorCode::").unwrap_or(&text);
+    let name = text.split(['(', ' ', '{']).next().unwrap_or(text);
     Answer::Error(name.to_owned())
 }
 

@@ -121,3 +121,129 @@ pub fn record(
     )?;
     Ok(())
 }
+
+/// An event's columns as the admin routes show them (times as UTC).
+const EVENT_COLUMNS: &str = "e.id::text AS id, e.seq, e.type, e.order_id, e.status, e.attempts,
+    e.last_attempt_at AT TIME ZONE 'UTC' AS last_attempt_at, e.last_response_status, e.last_error,
+    CASE WHEN e.status = 'PENDING' THEN e.next_attempt_at AT TIME ZONE 'UTC' END AS next_attempt_at,
+    e.delivered_at AT TIME ZONE 'UTC' AS delivered_at, e.created_at AT TIME ZONE 'UTC' AS created_at, e.body";
+
+/// A page of events, newest first, below `seq` $4, filtered by order $1,
+/// type $2 and status $3 when given.
+const LIST: &str = "FROM order_events e
+    WHERE ($1::int8 IS NULL OR e.order_id = $1) AND ($2::text IS NULL OR e.type = $2)
+      AND ($3::text IS NULL OR e.status = $3) AND e.seq < $4
+    ORDER BY e.seq DESC LIMIT $5";
+
+/// A redeliver: the event `PENDING` and due now, with a fresh schedule of
+/// attempts, the same id and body. A lease in force is kept, so an attempt
+/// in flight is never joined by a second one.
+const REDELIVER: &str = "UPDATE order_events e
+    SET status = 'PENDING', next_attempt_at = now(), attempts = 0, delivered_at = NULL
+    WHERE e.id = $1::uuid RETURNING ";
+
+/// What the on-call view shows of the outbox.
+const BACKLOG: Query = Query::new(
+    "SELECT count(*) FILTER (WHERE status = 'PENDING') AS pending,
+            count(*) FILTER (WHERE status = 'FAILED') AS failed,
+            extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'PENDING'))::int8 AS oldest
+    FROM order_events",
+);
+
+/// An event as the admin routes show it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub order_id: i64,
+    pub status: String,
+    pub attempts: i32,
+    pub last_attempt_at: Option<String>,
+    pub last_response_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub created_at: String,
+    /// The envelope every attempt sends.
+    pub payload: serde_json::Value,
+    /// For the page cursor.
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+fn event_view(row: &spin_sdk::pg4::Row<'_>) -> Result<EventView, Problem> {
+    let body: String = column(row, "body")?;
+    Ok(EventView {
+        id: column(row, "id")?,
+        event_type: column(row, "type")?,
+        order_id: column(row, "order_id")?,
+        status: column(row, "status")?,
+        attempts: column(row, "attempts")?,
+        last_attempt_at: edge::pg::utc_opt(row, "last_attempt_at")?,
+        last_response_status: column(row, "last_response_status")?,
+        last_error: column(row, "last_error")?,
+        next_attempt_at: edge::pg::utc_opt(row, "next_attempt_at")?,
+        delivered_at: edge::pg::utc_opt(row, "delivered_at")?,
+        created_at: edge::pg::utc(row, "created_at")?,
+        payload: serde_json::from_str(&body)
+            .map_err(|_| Problem::unavailable("a stored event is corrupt"))?,
+        seq: column(row, "seq")?,
+    })
+}
+
+/// Which events to list.
+#[derive(Debug, Default)]
+pub struct Filter {
+    pub order_id: Option<i64>,
+    pub event_type: Option<String>,
+    pub status: Option<String>,
+}
+
+/// A page of events, newest first, below `before` (a `seq`).
+pub fn list(db: &Db, filter: &Filter, before: i64, limit: i64) -> Result<Vec<EventView>, Problem> {
+    let text = |value: &Option<String>| value.clone().map_or(ParameterValue::DbNull, ParameterValue::Str);
+    let sql = format!("SELECT {EVENT_COLUMNS} {LIST}");
+    let rows = db.query(
+        &Query::new(&sql),
+        &[
+            filter
+                .order_id
+                .map_or(ParameterValue::DbNull, ParameterValue::Int64),
+            text(&filter.event_type),
+            text(&filter.status),
+            ParameterValue::Int64(before),
+            ParameterValue::Int64(limit),
+        ],
+    )?;
+    rows.iter().map(|row| event_view(&row)).collect()
+}
+
+/// Make event `id` due again; `None` when there is no such event.
+pub fn redeliver(db: &Db, id: &uuid::Uuid) -> Result<Option<EventView>, Problem> {
+    let sql = format!("{REDELIVER}{EVENT_COLUMNS}");
+    let rows = db.query(&Query::new(&sql), &[ParameterValue::Str(id.to_string())])?;
+    rows.first(event_view)
+}
+
+/// The outbox as the on-call view shows it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backlog {
+    pub pending: i64,
+    pub failed: i64,
+    pub oldest_pending_seconds: Option<i64>,
+}
+
+pub fn backlog(db: &Db) -> Result<Backlog, Problem> {
+    let rows = db.query(&BACKLOG, &[])?;
+    rows.first(|row| {
+        Ok(Backlog {
+            pending: column(row, "pending")?,
+            failed: column(row, "failed")?,
+            oldest_pending_seconds: column(row, "oldest")?,
+        })
+    })?
+    .ok_or_else(|| Problem::unavailable("the outbox could not be read"))
+}

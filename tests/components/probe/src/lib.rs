@@ -16,6 +16,7 @@ async fn handle(req: Request) -> Response {
     let path = req.path().to_owned();
     let body = match path.as_str() {
         "/http/out" => http_out().await,
+        "/http/post" => http_post(req.query()),
         "/pg/roundtrip" => pg_roundtrip(),
         "/pg/timestamptz" => pg_timestamptz(),
         "/pg/unique" => pg_unique(),
@@ -135,8 +136,32 @@ fn pg_empty() -> Value {
 
 /// An outbound HTTP request to a host the manifest does not allow.
 async fn http_out() -> Value {
-    let sent: Result<Response, _> = spin_sdk::http::send(Request::get("http://127.0.0.1:9/")).await;
+    let sent: Result<Response, _> = spin_sdk::http::send(Request::get("http://127.0.0.2:9/")).await;
     json!({ "error": sent.err().map(|e| format!("{e:?}")) })
+}
+
+/// A signed webhook POST to `?url=` (whose origin the manifest allows) as
+/// the app sends one (`outbox::send`, 10 s timeouts): its status, or the
+/// error code the runtime gave.
+fn http_post(query: &str) -> Value {
+    let url = query.strip_prefix("url=").unwrap_or_default();
+    let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
+    let outbox::Webhooks::On(target) = outbox::Webhooks::from_values(url, &origin, "whsec_c2VjcmV0") else {
+        return json!({ "error": "not a webhook URL" });
+    };
+    let message = outbox::send::Message {
+        id: "probe-event",
+        body: br#"{"probe": true}"#,
+    };
+    match outbox::send::post_all(&target, &[message]).pop() {
+        Some((outbox::send::Answer::Status(status), took)) => {
+            json!({ "status": status, "ms": took.as_millis() as u64 })
+        }
+        Some((outbox::send::Answer::Error(error), took)) => {
+            json!({ "error": error, "ms": took.as_millis() as u64 })
+        }
+        None => json!({ "error": "no answer" }),
+    }
 }
 
 /// Open `url` and run one statement: how the host negotiates TLS.

@@ -13,6 +13,7 @@ pub mod invariants;
 pub mod otlp;
 pub mod private;
 pub mod raw;
+pub mod receiver;
 pub mod spin;
 
 use anyhow::{bail, Context, Result};

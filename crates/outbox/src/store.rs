@@ -78,7 +78,7 @@ pub fn claim(db: &Db, scope: Scope, limit: i64, token: &str) -> Result<Vec<Claim
         ParameterValue::Int64(limit),
         order,
         ParameterValue::Int64(LEASE_SECONDS),
-        ParameterValue::Str(token.to_owned()),
+        ParameterValue::Uuid(token.to_owned()),
     ];
     let rows = db.query(&CLAIM, &params)?;
     rows.iter()
@@ -111,8 +111,8 @@ pub fn record(
     db.execute(
         RECORD,
         &[
-            ParameterValue::Str(event.id.clone()),
-            ParameterValue::Str(token.to_owned()),
+            ParameterValue::Uuid(event.id.clone()),
+            ParameterValue::Uuid(token.to_owned()),
             ParameterValue::Boolean(delivered),
             status.map_or(ParameterValue::DbNull, |s| ParameterValue::Int32(i32::from(s))),
             retry_after.map_or(ParameterValue::DbNull, ParameterValue::Int64),
@@ -223,7 +223,7 @@ pub fn list(db: &Db, filter: &Filter, before: i64, limit: i64) -> Result<Vec<Eve
 /// Make event `id` due again; `None` when there is no such event.
 pub fn redeliver(db: &Db, id: &uuid::Uuid) -> Result<Option<EventView>, Problem> {
     let sql = format!("{REDELIVER}{EVENT_COLUMNS}");
-    let rows = db.query(&Query::new(&sql), &[ParameterValue::Str(id.to_string())])?;
+    let rows = db.query(&Query::new(&sql), &[ParameterValue::Uuid(id.to_string())])?;
     rows.first(event_view)
 }
 

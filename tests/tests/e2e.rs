@@ -86,10 +86,14 @@ e2e! {
         the_on_call_view,
         a_restored_database_answers_from_postgres_after_redis_reset,
         webhooks_deliver_every_event_signed_and_in_order,
+        two_instances_drain_one_backlog_sending_each_event_once,
+        webhook_deliveries_survive_postgres_and_redis_dying,
+        misconfigured_webhooks_keep_every_event,
     ],
     cron: [
         a_deadlocked_order_is_held_and_the_cron_trigger_resolves_it,
         a_killed_instance_mid_storm_is_recovered_by_the_cron_trigger,
+        webhooks_retry_failed_attempts_on_the_cron_schedule,
     ],
 }
 
@@ -2172,6 +2176,256 @@ async fn webhooks_deliver_every_event_signed_and_in_order(runtime: Runtime) {
     assert!(!logs.contains(key), "the webhook secret is in a log");
     assert!(!logs.contains("paidAmount") && !logs.contains("refundedAmount"), "an event body is in a log");
     check_invariants(&app).await;
+}
+
+/// The event of `order_id` of type `kind`, as the admin list shows it.
+async fn event_of(app: &TestApp, order_id: i64, kind: &str) -> Value {
+    let mut found = events(app, &format!("orderId={order_id}&type={kind}")).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}
+
+/// Wait (polling the admin list) until the event of `order_id` is `status`.
+async fn until_event(app: &TestApp, order_id: i64, kind: &str, status: &str, within: Duration) -> Value {
+    until_event_is(app, order_id, kind, within, |event| event["status"] == status).await
+}
+
+/// Wait (polling the admin list) until the event of `order_id` shows `done`.
+async fn until_event_is(
+    app: &TestApp,
+    order_id: i64,
+    kind: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let event = event_of(app, order_id, kind).await;
+        if done(&event) {
+            return event;
+        }
+        assert!(started.elapsed() < within, "not so within {within:?}: {event}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SPEC §9, retries, with nobody calling the deliver route: a receiver that
+/// answers `500`, one slower than 10 s, and one that is down each fail an
+/// attempt (recorded with its status or error), and the cron component
+/// retries on the schedule (not before 5 s) until the event is delivered.
+/// Recovery's roll-back sends its `order.cancelled` within 2 s of the run.
+async fn webhooks_retry_failed_attempts_on_the_cron_schedule(runtime: Runtime) {
+    let (app, mut receiver) = start_with_receiver(&runtime, 1).await;
+    let product = new_product(&app, 1_000, 50).await;
+    fund(&app, 71, 100_000).await;
+    let by_cron = Duration::from_secs(20);
+
+    receiver.control(json!({"status": 500})).await.unwrap();
+    let failing = paid_order(&app, 71, "retry-1", json!({"items": [line(product, 1)]})).await;
+    let failed = until_event_is(&app, failing, "order.paid", Duration::from_secs(2), |e| {
+        !e["lastResponseStatus"].is_null()
+    })
+    .await;
+    assert_eq!((failed["attempts"].as_i64(), failed["lastResponseStatus"].as_i64()), (Some(1), Some(500)), "{failed}");
+    assert_eq!(failed["status"], "PENDING");
+    receiver.control(json!({"status": 204})).await.unwrap();
+    let delivered = until_event(&app, failing, "order.paid", "DELIVERED", by_cron).await;
+    assert_eq!(delivered["attempts"], 2, "{delivered}");
+    let tries: Vec<f64> = receiver
+        .deliveries()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|d| d.order_id() == Some(failing))
+        .map(|d| d.started_at)
+        .collect();
+    assert_eq!(tries.len(), 2);
+    assert!(tries[1] - tries[0] >= 4.9, "retried after {} s, before the 5 s of the schedule", tries[1] - tries[0]);
+
+    // Slower than 10 s: a failed attempt, whatever the receiver answers later.
+    receiver.control(json!({"delay": 12})).await.unwrap();
+    let slow = paid_order(&app, 71, "retry-2", json!({"items": [line(product, 1)]})).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    receiver.control(json!({"delay": 0})).await.unwrap();
+    let timed_out = event_of(&app, slow, "order.paid").await;
+    assert_eq!(timed_out["lastError"], "ConnectionReadTimeout", "{timed_out}");
+    assert_eq!(timed_out["status"], "PENDING");
+    until_event(&app, slow, "order.paid", "DELIVERED", by_cron).await;
+
+    // Down: the connection is refused; back up, the cron delivers.
+    receiver.stop();
+    let refused = paid_order(&app, 71, "retry-3", json!({"items": [line(product, 1)]})).await;
+    let down = until_event_is(&app, refused, "order.paid", Duration::from_secs(2), |e| !e["lastError"].is_null()).await;
+    assert_eq!(down["lastError"], "ConnectionRefused");
+    receiver.restart().unwrap();
+    until_event(&app, refused, "order.paid", "DELIVERED", by_cron).await;
+
+    // An order that stopped PENDING: recovery rolls it back, its event follows the run.
+    let pg = app.pg().await.unwrap();
+    let stuck: i64 = pg
+        .query_one(
+            "WITH stuck AS (
+                 INSERT INTO orders (user_id, idempotency_key, request_fingerprint, status, total_amount, created_at)
+                 VALUES (72, 'stuck', 'fingerprint', 'PENDING', 2000, now() - interval '5 minutes') RETURNING id)
+             INSERT INTO order_items (order_id, product_id, quantity, unit_price)
+             SELECT id, $1, 2, 1000 FROM stuck RETURNING order_id",
+            &[&product],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let run = admin_post(&app, "/api/v1/admin/recovery/run", json!({})).await;
+    assert_eq!(run.body["rolledBack"], 1, "{}", run.text);
+    let seen = receiver
+        .wait_for(Duration::from_secs(2), |d| d.iter().any(|d| d.order_id() == Some(stuck)))
+        .await
+        .unwrap();
+    let cancelled = seen.iter().find(|d| d.order_id() == Some(stuck)).unwrap();
+    assert!(cancelled.verified);
+    assert_eq!(cancelled.payload["type"], "order.cancelled");
+    assert_eq!(
+        cancelled.payload["data"],
+        json!({"orderId": stuck, "userId": 72, "status": "CANCELLED",
+               "items": [{"productId": product, "quantity": 2, "unitPrice": 1_000, "lineTotal": 2_000}],
+               "totalAmount": 2_000})
+    );
+    check_invariants(&app).await;
+}
+
+/// SPEC §9 "no event in flight from two places": a backlog of a hundred
+/// events (the receiver was down when they were made) drained by two
+/// instances at once — their cron runs and the deliver route fired on both
+/// — reaches the receiver exactly once per event.
+async fn two_instances_drain_one_backlog_sending_each_event_once(runtime: Runtime) {
+    let (app, mut receiver) = start_with_receiver(&runtime, 2).await;
+    receiver.stop();
+    let product = new_product(&app, 1_000, 1_000).await;
+    for user in 300..400 {
+        fund(&app, user, 1_000).await;
+    }
+    let replies = all_at_once(100, |i| {
+        let app = &app;
+        async move { order(app, 300 + i as i64, "backlog", json!({"items": [line(product, 1)]})).await }
+    })
+    .await;
+    assert!(replies.iter().all(|r| r.status == 201), "{:?}", tally(&replies));
+    receiver.restart().unwrap();
+    // Slow enough that runs overlap while events are in flight.
+    receiver.control(json!({"delay": 0.2})).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let started = Instant::now();
+    while !events(&app, "status=PENDING").await.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(90), "the backlog was not drained");
+        let runs = futures::future::join_all((0..6).map(|_| deliver_now(&app))).await;
+        assert!(runs.iter().all(|run| run["attempted"].is_u64()), "{runs:?}");
+    }
+    let deliveries = receiver.deliveries().await.unwrap();
+    let mut per_event: BTreeMap<String, usize> = BTreeMap::new();
+    for delivery in &deliveries {
+        assert!(delivery.verified && delivery.answered == 204, "{delivery:?}");
+        *per_event.entry(delivery.webhook_id.clone().unwrap()).or_default() += 1;
+    }
+    assert_eq!(per_event.len(), 100, "every event delivered");
+    let twice: Vec<_> = per_event.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent more than once: {twice:?}");
+    check_invariants(&app).await;
+}
+
+/// SPEC §9 "nothing lost": Postgres crashes while attempts are in flight
+/// (their outcomes cannot be recorded) and Redis is down as orders are
+/// placed; once both are back, every event is delivered — those whose
+/// first delivery was not recorded are sent again after their lease, which
+/// the receiver may see twice (it deduplicates by `webhook-id`).
+async fn webhook_deliveries_survive_postgres_and_redis_dying(runtime: Runtime) {
+    let postgres = PrivatePostgres::start_sized(1_000).unwrap();
+    let mut redis = edge_tests::private::PrivateRedis::start().unwrap();
+    let receiver = Receiver::start().unwrap();
+    let mut env = receiver.env();
+    env.push(("SPIN_VARIABLE_REDIS_URL", redis.url()));
+    env.push(("SPIN_VARIABLE_REDIS_HOST", redis.url().trim_start_matches("redis://").to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = start_on(&runtime, 1, &env, Some(postgres.server_url())).await;
+    let product = new_product(&app, 1_000, 100).await;
+    fund(&app, 81, 100_000).await;
+
+    receiver.control(json!({"delay": 3})).await.unwrap();
+    for i in 0..3 {
+        paid_order(&app, 81, &format!("crash-{i}"), json!({"items": [line(product, 1)]})).await;
+    }
+    // The three first attempts are waiting on the receiver: Postgres dies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    postgres.crash().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    postgres.resume().unwrap();
+    receiver.control(json!({"delay": 0})).await.unwrap();
+    // Redis down: orders still pay (the Postgres backstop), their events go out.
+    redis.crash();
+    for i in 3..5 {
+        paid_order(&app, 81, &format!("crash-{i}"), json!({"items": [line(product, 1)]})).await;
+    }
+    redis.resume().unwrap();
+    let started = Instant::now();
+    loop {
+        let pending = events(&app, "status=PENDING").await;
+        if pending.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not delivered: {pending:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        deliver_now(&app).await;
+    }
+    let all = events(&app, "").await;
+    assert_eq!(all.len(), 5);
+    assert!(all.iter().all(|e| e["status"] == "DELIVERED"), "{all:?}");
+    let delivered: std::collections::BTreeSet<String> = receiver
+        .deliveries()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|d| d.verified && d.answered == 204)
+        .filter_map(|d| d.webhook_id.clone())
+        .collect();
+    let ids: std::collections::BTreeSet<String> = all.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(delivered, ids, "every event reached the receiver");
+    invariants::assert_all(&app.pg().await.unwrap()).await;
+}
+
+/// SPEC §9: a URL or secret that cannot work sends nothing, keeps every
+/// event, and says so in the on-call view.
+async fn misconfigured_webhooks_keep_every_event(runtime: Runtime) {
+    let receiver = Receiver::start().unwrap();
+    let url = receiver.url();
+    let origin = receiver.origin();
+    for (url, origin, secret) in [
+        (url.as_str(), origin.as_str(), "not-a-whsec-secret"),
+        (url.as_str(), "http://127.0.0.1:1", receiver.secret.as_str()),
+    ] {
+        let env = [
+            ("SPIN_VARIABLE_WEBHOOK_URL", url),
+            ("SPIN_VARIABLE_WEBHOOK_ORIGIN", origin),
+            ("SPIN_VARIABLE_WEBHOOK_SECRET", secret),
+        ];
+        let app = start(&runtime, 1, &env).await;
+        let product = new_product(&app, 1_000, 10).await;
+        fund(&app, 91, 10_000).await;
+        let order = paid_order(&app, 91, "misconfigured", json!({"items": [line(product, 1)]})).await;
+        assert_eq!(deliver_now(&app).await, json!({"attempted": 0, "delivered": 0, "failed": 0}));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let event = event_of(&app, order, "order.paid").await;
+        assert_eq!((event["status"].as_str(), event["attempts"].as_i64()), (Some("PENDING"), Some(0)));
+        let ops = admin_get(&app, "/api/v1/admin/ops").await.body;
+        assert_eq!(ops["events"]["webhooks"], "misconfigured", "{ops}");
+        assert_eq!(ops["events"]["pending"], 1, "{ops}");
+        assert!(!app.logs().contains(secret) || secret.len() < 8);
+    }
+    assert!(receiver.deliveries().await.unwrap().is_empty(), "nothing was sent");
+    // Off (the default): recorded, listed, not sent.
+    let app = start(&runtime, 1, &[]).await;
+    let product = new_product(&app, 1_000, 10).await;
+    fund(&app, 92, 10_000).await;
+    let order = paid_order(&app, 92, "off", json!({"items": [line(product, 1)]})).await;
+    assert_eq!(event_of(&app, order, "order.paid").await["attempts"], 0);
+    assert_eq!(admin_get(&app, "/api/v1/admin/ops").await.body["events"]["webhooks"], "off");
 }
 
 async fn cancel(app: &TestApp, user: i64, order: i64, key: &str) -> Reply {

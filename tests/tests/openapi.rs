@@ -427,6 +427,46 @@ async fn real_responses_match_the_served_openapi_document() {
         .unwrap();
     check("POST", "/api/v1/admin/recovery/run", &denied);
 
+    // Order events (§9): the list with its filters, a redeliver, a delivery run.
+    let post = |path: String, bearer: &str| {
+        let app = &app;
+        let bearer = bearer.to_owned();
+        async move {
+            app.request(reqwest::Method::POST, &path, Some(&bearer), &[], None)
+                .await
+                .unwrap()
+        }
+    };
+    for (path, bearer) in [
+        ("/api/v1/admin/events?type=order.paid&limit=2", Some(admin.as_str())),
+        ("/api/v1/admin/events?status=LOST", Some(admin.as_str())),
+        ("/api/v1/admin/events", Some(user.as_str())),
+        ("/api/v1/admin/events", None),
+    ] {
+        check("GET", "/api/v1/admin/events", &app.get(path, bearer).await.unwrap());
+    }
+    let listed = app.get("/api/v1/admin/events", Some(&admin)).await.unwrap();
+    let event_id = listed.body["items"][0]["id"].as_str().expect("an order made events").to_owned();
+    for path in [
+        format!("/api/v1/admin/events/{event_id}/redeliver"),
+        format!("/api/v1/admin/events/{}/redeliver", uuid::Uuid::new_v4()),
+        "/api/v1/admin/events/x/redeliver".to_owned(),
+    ] {
+        check("POST", "/api/v1/admin/events/{id}/redeliver", &post(path, &admin).await);
+    }
+    for bearer in [&admin, &user] {
+        let run = post("/api/v1/admin/events/deliver".to_owned(), bearer).await;
+        check("POST", "/api/v1/admin/events/deliver", &run);
+    }
+    for (path, bearer) in [
+        ("/api/v1/admin/orders?limit=3", Some(admin.as_str())),
+        ("/api/v1/admin/orders?status=REFUNDED&userId=2", Some(admin.as_str())),
+        ("/api/v1/admin/orders?status=SHIPPED", Some(admin.as_str())),
+        ("/api/v1/admin/orders", Some(user.as_str())),
+    ] {
+        check("GET", "/api/v1/admin/orders", &app.get(path, bearer).await.unwrap());
+    }
+
     // Operations: the on-call view.
     for bearer in [Some(admin.as_str()), Some(user.as_str()), None] {
         check(

@@ -9,8 +9,8 @@
   prune an unknown field, which hides a typo until the app misbehaves.
 - Against the app itself: every SpinApp variable and component exists in
   spin.toml, no cron component is selected (the shim cannot run it), the
-  autoscaler targets the SpinApp's Deployment, and the CronJob calls a route
-  spin.toml serves.
+  autoscaler targets the SpinApp's Deployment, and a CronJob calls the admin
+  route of each cron component (recovery, webhooks) that spin.toml serves.
 
 A self-check first proves the validator rejects a broken SpinApp, so a green
 run cannot come from a validator that accepts everything.
@@ -104,13 +104,29 @@ def app_errors(docs, manifest):
             errors.append(f"{hpa['metadata']['name']} does not scale the SpinApp's Deployment {name}")
         if not app["spec"].get("enableAutoscaling"):
             errors.append("an autoscaler without enableAutoscaling: the operator would fight it")
+    # What the cron components do, each CronJob does through an admin route.
+    jobs = {"/api/v1/admin/recovery/run": "recovery", "/api/v1/admin/events/deliver": "webhooks"}
+    called = set()
     for job in by_kind.get("CronJob", []):
         text = yaml.safe_dump(job)
-        if f"http://{name}/api/v1/admin/recovery/run" not in text:
-            errors.append(f"{job['metadata']['name']} does not call http://{name}/api/v1/admin/recovery/run")
-    if "/api/v1/admin/recovery/run" not in http_routes(manifest):
-        errors.append("spin.toml no longer serves /api/v1/admin/recovery/run")
+        routes = [route for route in jobs if f"http://{name}{route}" in text]
+        if not routes:
+            errors.append(f"{job['metadata']['name']} calls none of {', '.join(jobs)} on http://{name}")
+        called.update(routes)
+    for route, component in jobs.items():
+        if component in cron and route not in called:
+            errors.append(f"no CronJob calls {route} for the cron component {component}")
+        if not serves(manifest, route):
+            errors.append(f"spin.toml no longer serves {route}")
     return errors
+
+
+def serves(manifest, path):
+    """Whether an HTTP route of spin.toml matches `path` (`/x/...` matches `/x` and below)."""
+    for route in http_routes(manifest):
+        if route == path or (route.endswith("/...") and (path + "/").startswith(route[:-3])):
+            return True
+    return False
 
 
 def main():

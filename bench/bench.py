@@ -190,12 +190,35 @@ class Redis:
         self.process.wait()
 
 
+class Receiver:
+    """The benchmarks' webhook receiver (tests/src/bin/bench-receiver.rs):
+    answers every POST 204 at once and counts them."""
+
+    SECRET = "whsec_" + base64.b64encode(b"bench-webhook-signing-key-32byte").decode()
+
+    def __init__(self):
+        self.port = free_port()
+        self.process = subprocess.Popen([os.path.join(ROOT, "target/debug/bench-receiver"), str(self.port)],
+                                        stdout=subprocess.PIPE, text=True)
+        if not self.process.stdout.readline().startswith("Serving "):
+            raise RuntimeError("bench-receiver did not start")
+
+    def env(self):
+        origin = f"http://127.0.0.1:{self.port}"
+        return {"SPIN_VARIABLE_WEBHOOK_URL": f"{origin}/hook", "SPIN_VARIABLE_WEBHOOK_ORIGIN": origin,
+                "SPIN_VARIABLE_WEBHOOK_SECRET": self.SECRET}
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait()
+
+
 class App:
     """A fresh database and N host instances of spin.toml on it (and, for the
     scale-out runs, real Spin instances too, and a pooler between them and it)."""
 
     def __init__(self, host_binary, redis, instances, tag, server=PG_SERVER, pooler=None, spin=None,
-                 spin_instances=0, pool=None):
+                 spin_instances=0, pool=None, webhooks=None):
         self.server = server
         self.db = f"bench_{tag}_{os.getpid()}_{int(time.time() * 1000)}"
         # The app logs in as a role of its own, not a superuser (as in production),
@@ -215,6 +238,8 @@ class App:
         env = dict(os.environ, SPIN_VARIABLE_PG_URL=app_url, SPIN_VARIABLE_PG_HOST=app_url.split("@")[1].split("/")[0],
                    SPIN_VARIABLE_REDIS_URL=redis.url(), SPIN_VARIABLE_REDIS_HOST=f"127.0.0.1:{redis.port}",
                    SPIN_VARIABLE_JWT_SECRET=SECRET, SPIN_VARIABLE_DATABASE_ID=database_id, EDGE_HOST_LOG="error")
+        if webhooks:
+            env.update(webhooks.env())
         self.hosts = [Host(host_binary, os.path.join(ROOT, "spin.toml"), env, ["--no-cron", f"--pg-pool-size={pool}"])
                       for _ in range(instances)]
         self.hosts += [SpinHost(spin, os.path.join(ROOT, "spin.toml"), env) for _ in range(spin_instances)]
@@ -461,6 +486,26 @@ def workload_orders(app, scale, products, connections=None, hot=False):
     total = scale["order_requests"]
     return wrk([h.url for h in app.hosts], "order.lua", lambda i: [tokens[i], total // (2 * n), 1 if hot else products],
                connections=connections or scale["connections"])
+
+
+def workload_orders_with_webhooks(app, scale, products):
+    """The order storm with webhooks on: every paid order's event is sent
+    right after its answer. Afterwards, how long until every event is
+    DELIVERED (the goal: within 10 s of the storm's end)."""
+    result = workload_orders(app, scale, products)
+    ended = time.time()
+    undelivered = None
+    while time.time() - ended < 30:
+        undelivered = int(app.sql("SELECT count(*) FROM order_events WHERE status <> 'DELIVERED'"))
+        if undelivered == 0:
+            break
+        time.sleep(0.2)
+    events = int(app.sql("SELECT count(*) FROM order_events"))
+    result["delivered_within_s"] = round(time.time() - ended, 1) if undelivered == 0 else None
+    result["check"] = {"events": events, "undelivered_after_30s": undelivered,
+                       "delivered_within_s": result["delivered_within_s"]}
+    result["ok_extra"] = undelivered == 0 and result["delivered_within_s"] <= 10
+    return result
 
 
 def seed_paid_orders(app, orders):
@@ -723,6 +768,7 @@ def main():
             "coupon storm (1,000 coupons)": lambda app: workload_coupon(app, scale, 1000 if not args.smoke else 50),
             "coupon storm (unlimited)": lambda app: workload_coupon(app, scale, 1_000_000_000),
             "order storm (100 products)": lambda app: workload_orders(app, scale, 100),
+            WEBHOOKS_ON: lambda app: workload_orders_with_webhooks(app, scale, 100),
             "hot product": lambda app: workload_orders(app, scale, 1, hot=True),
             "refund storm": lambda app: workload_refunds(app, scale),
             "charges": lambda app: workload_charges(app, scale),
@@ -742,10 +788,12 @@ def main():
                 samples = []
                 for i in range(runs):
                     log(f"{name}, {instances} {runtime} instance(s), run {i + 1}/{runs}")
+                    receiver = Receiver() if name == WEBHOOKS_ON else None
                     if runtime == "host":
-                        app = App(args.host, redis, instances, "w")
+                        app = App(args.host, redis, instances, "w", webhooks=receiver)
                     else:
-                        app = App(args.host, redis, 0, "w", spin=spin, spin_instances=instances, pool=64)
+                        app = App(args.host, redis, 0, "w", spin=spin, spin_instances=instances, pool=64,
+                                  webhooks=receiver)
                     try:
                         sample = workload(app)
                         app.drain()
@@ -761,6 +809,8 @@ def main():
                         samples.append(sample)
                     finally:
                         app.close()
+                        if receiver:
+                            receiver.stop()
                 results["workloads"][f"{name} | {instances} | {runtime}"] = {
                     "instances": instances, "runtime": runtime, "samples": samples,
                     "rps": spread([s["rps"] for s in samples]),
@@ -806,6 +856,10 @@ def main():
             log(f"FAILED: {failure}")
         sys.exit(1)
     log("all workloads kept every invariant")
+
+
+# The order storm again, its events delivered to a local receiver.
+WEBHOOKS_ON = "order storm (100 products), webhooks on"
 
 
 def ratio(value, limit):
@@ -868,6 +922,24 @@ def write_report(results, suffix=""):
         statuses = (host or spin)["samples"][-1]["statuses"]
         lines.append(f"| {name} | {instances} | {cell(host, 'rps')} | {cell(host, 'p99_ms', 1)} | {cell(spin, 'rps')} | "
                      f"{cell(spin, 'p99_ms', 1)} | {versus} | {share} | {statuses} | {'hold' if held else 'BROKEN'} |")
+    webhook_rows = []
+    for (name, instances), by_runtime in rows.items():
+        if name != WEBHOOKS_ON:
+            continue
+        for runtime, on in by_runtime.items():
+            off = rows.get(("order storm (100 products)", instances), {}).get(runtime)
+            if not off:
+                continue
+            within = [s.get("delivered_within_s") for s in on["samples"]]
+            webhook_rows.append(f"| {runtime} | {instances} | {off['rps']['median']:.0f} | {on['rps']['median']:.0f} | "
+                                f"{ratio(on['rps']['median'], off['rps']['median'])} | {within} |")
+    if webhook_rows:
+        lines += ["", "## Webhooks on and off (the order storm)", "",
+                  "Each paid order's `order.paid` is sent to a local receiver answering `204` right after the "
+                  "order's answer (goal: at least 90 % of the orders/s with webhooks off, and every event "
+                  "`DELIVERED` within 10 s of the storm's end).", "",
+                  "| runtime | instances | off orders/s | on orders/s | on / off | all delivered after (s, per run) |",
+                  "|---|---|---|---|---|---|"] + webhook_rows
     section = results.get("scale_out")
     if section and "skipped" in section:
         lines += ["", "## Scale-out through a pooler", "", f"- skipped: {section['skipped']}"]

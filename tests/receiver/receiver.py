@@ -91,6 +91,9 @@ class Handler(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     PORT, SECRET = int(sys.argv[1]), sys.argv[2]
+    # A listen backlog for bursts of deliveries (the default 5 drops SYNs, and
+    # a connection the app gave up on would still be read, seconds later).
+    ThreadingHTTPServer.request_queue_size = 512
     server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
     server.daemon_threads = True
     print(f"Serving http://127.0.0.1:{PORT}", flush=True)

@@ -16,7 +16,10 @@ use std::time::Duration;
 fn python() -> Result<std::path::PathBuf> {
     let python = crate::workspace_dir().join("target/receiver-venv/bin/python");
     if !python.exists() {
-        bail!("{} is missing: ./dev test installs the receiver's Python (standardwebhooks)", python.display());
+        bail!(
+            "{} is missing: ./dev test installs the receiver's Python (standardwebhooks)",
+            python.display()
+        );
     }
     Ok(python)
 }
@@ -118,7 +121,11 @@ impl Receiver {
     }
 
     /// Poll until `done` holds for the deliveries (every 100 ms), or `within` passes.
-    pub async fn wait_for(&self, within: Duration, done: impl Fn(&[Delivery]) -> bool) -> Result<Vec<Delivery>> {
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        done: impl Fn(&[Delivery]) -> bool,
+    ) -> Result<Vec<Delivery>> {
         let started = std::time::Instant::now();
         loop {
             let deliveries = self.deliveries().await?;

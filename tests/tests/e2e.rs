@@ -13,8 +13,8 @@
 //! `EDGE_TEST_REQUIRE_SPIN=1`, so there they run and count.
 
 use edge_tests::private::PrivatePostgres;
-use edge_tests::spin::{SpinInstall, SpinVersion};
 use edge_tests::receiver::{Delivery, Receiver};
+use edge_tests::spin::{SpinInstall, SpinVersion};
 use edge_tests::{invariants, raw, reply_of, token, Options, Reply, TestApp, TestDb};
 use redis::Commands;
 use reqwest::Method;
@@ -2021,7 +2021,10 @@ async fn webhooks_deliver_every_event_signed_and_in_order(runtime: Runtime) {
         })
     );
     let created_at = paid.payload["createdAt"].as_str().unwrap();
-    assert!(chrono::DateTime::parse_from_rfc3339(created_at).is_ok(), "{created_at}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(created_at).is_ok(),
+        "{created_at}"
+    );
 
     assert_eq!(cancel(&app, 61, first, "hook-cancel").await.status, 200);
     let seen = receiver.wait_for(within, |d| d.len() >= 2).await.unwrap();
@@ -2042,12 +2045,22 @@ async fn webhooks_deliver_every_event_signed_and_in_order(runtime: Runtime) {
     // order.paid, and order C is not held up by either.
     let b = first + 1;
     receiver.control(json!({"failOrders": [b]})).await.unwrap();
-    assert_eq!(paid_order(&app, 61, "hook-2", json!({"items": [line(product, 3)]})).await, b);
+    assert_eq!(
+        paid_order(&app, 61, "hook-2", json!({"items": [line(product, 3)]})).await,
+        b
+    );
     receiver
-        .wait_for(within, |d| d.iter().any(|d| d.order_id() == Some(b) && d.answered == 500))
+        .wait_for(within, |d| {
+            d.iter().any(|d| d.order_id() == Some(b) && d.answered == 500)
+        })
         .await
         .unwrap();
-    assert_eq!(refund(&app, b, "hook-r", refund_lines(&[(product, 1)])).await.status, 201);
+    assert_eq!(
+        refund(&app, b, "hook-r", refund_lines(&[(product, 1)]))
+            .await
+            .status,
+        201
+    );
     let c = paid_order(&app, 61, "hook-3", json!({"items": [line(other, 1)]})).await;
     receiver
         .wait_for(within, |d| d.iter().any(|d| d.order_id() == Some(c)))
@@ -2056,20 +2069,34 @@ async fn webhooks_deliver_every_event_signed_and_in_order(runtime: Runtime) {
     let of_b = events(&app, &format!("orderId={b}")).await;
     assert_eq!(of_b.len(), 2, "{of_b:?}");
     let (b_refunded, b_paid) = (&of_b[0], &of_b[1]);
-    assert_eq!((b_paid["type"].as_str(), b_paid["status"].as_str()), (Some("order.paid"), Some("PENDING")));
+    assert_eq!(
+        (b_paid["type"].as_str(), b_paid["status"].as_str()),
+        (Some("order.paid"), Some("PENDING"))
+    );
     assert_eq!(b_paid["lastResponseStatus"], 500);
     assert!(b_paid["attempts"].as_i64().unwrap() >= 1);
     assert!(b_paid["nextAttemptAt"].is_string());
-    assert_eq!((b_refunded["type"].as_str(), b_refunded["attempts"].as_i64()), (Some("order.refunded"), Some(0)));
+    assert_eq!(
+        (b_refunded["type"].as_str(), b_refunded["attempts"].as_i64()),
+        (Some("order.refunded"), Some(0))
+    );
     assert!(
-        !receiver.deliveries().await.unwrap().iter().any(|d| d.event_type() == "order.refunded" && d.order_id() == Some(b)),
+        !receiver
+            .deliveries()
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.event_type() == "order.refunded" && d.order_id() == Some(b)),
         "B's refund was sent before B's payment"
     );
     // B's receiver recovers; its events go in their order.
     receiver.control(json!({"failOrders": []})).await.unwrap();
     let started = Instant::now();
     while events(&app, &format!("orderId={b}&status=PENDING")).await.len() > 0 {
-        assert!(started.elapsed() < Duration::from_secs(40), "B's events were never delivered");
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "B's events were never delivered"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
         deliver_now(&app).await;
     }
@@ -2083,10 +2110,15 @@ async fn webhooks_deliver_every_event_signed_and_in_order(runtime: Runtime) {
     assert!(delivered_at("order.paid") < delivered_at("order.refunded"));
 
     // A redeliver sends the same id and the same bytes again.
-    let first_paid = events(&app, &format!("orderId={first}&type=order.paid")).await.remove(0);
+    let first_paid = events(&app, &format!("orderId={first}&type=order.paid"))
+        .await
+        .remove(0);
     let redeliver = admin_post(
         &app,
-        &format!("/api/v1/admin/events/{}/redeliver", first_paid["id"].as_str().unwrap()),
+        &format!(
+            "/api/v1/admin/events/{}/redeliver",
+            first_paid["id"].as_str().unwrap()
+        ),
         json!({}),
     )
     .await;
@@ -2095,15 +2127,24 @@ async fn webhooks_deliver_every_event_signed_and_in_order(runtime: Runtime) {
     assert_eq!(redeliver.body["payload"], first_paid["payload"]);
     let id = first_paid["id"].as_str().unwrap().to_owned();
     let seen = receiver
-        .wait_for(within, |d| d.iter().filter(|d| d.webhook_id.as_deref() == Some(&id)).count() == 2)
+        .wait_for(within, |d| {
+            d.iter().filter(|d| d.webhook_id.as_deref() == Some(&id)).count() == 2
+        })
         .await
         .unwrap();
-    let copies: Vec<&Delivery> = seen.iter().filter(|d| d.webhook_id.as_deref() == Some(&id)).collect();
+    let copies: Vec<&Delivery> = seen
+        .iter()
+        .filter(|d| d.webhook_id.as_deref() == Some(&id))
+        .collect();
     assert_eq!(copies[0].body, copies[1].body, "the same bytes on every attempt");
     assert!(copies.iter().all(|d| d.verified));
-    admin_post(&app, &format!("/api/v1/admin/events/{}/redeliver", uuid::Uuid::new_v4()), json!({}))
-        .await
-        .assert_problem(404, "EVENT_NOT_FOUND");
+    admin_post(
+        &app,
+        &format!("/api/v1/admin/events/{}/redeliver", uuid::Uuid::new_v4()),
+        json!({}),
+    )
+    .await
+    .assert_problem(404, "EVENT_NOT_FOUND");
     admin_post(&app, "/api/v1/admin/events/not-a-uuid/redeliver", json!({}))
         .await
         .assert_problem(400, "INVALID_REQUEST");
@@ -2114,13 +2155,27 @@ async fn webhooks_deliver_every_event_signed_and_in_order(runtime: Runtime) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     for event in events(&app, "").await {
         assert_eq!(event["status"], "DELIVERED", "{event}");
-        assert!(event["deliveredAt"].is_string() && event["nextAttemptAt"].is_null(), "{event}");
+        assert!(
+            event["deliveredAt"].is_string() && event["nextAttemptAt"].is_null(),
+            "{event}"
+        );
     }
     assert!(receiver.deliveries().await.unwrap().iter().all(|d| d.verified));
-    for (query, count) in [("type=order.refunded", 2), ("status=DELIVERED", 5), ("status=FAILED", 0)] {
+    for (query, count) in [
+        ("type=order.refunded", 2),
+        ("status=DELIVERED", 5),
+        ("status=FAILED", 0),
+    ] {
         assert_eq!(events(&app, query).await.len(), count, "{query}");
     }
-    for bad in ["type=order.shipped", "status=LOST", "orderId=0", "orderId=x", "limit=0", "cursor=garbage"] {
+    for bad in [
+        "type=order.shipped",
+        "status=LOST",
+        "orderId=0",
+        "orderId=x",
+        "limit=0",
+        "cursor=garbage",
+    ] {
         admin_get(&app, &format!("/api/v1/admin/events?{bad}"))
             .await
             .assert_problem(400, "INVALID_REQUEST");
@@ -2130,7 +2185,9 @@ async fn webhooks_deliver_every_event_signed_and_in_order(runtime: Runtime) {
     let rest = admin_get(&app, &format!("/api/v1/admin/events?limit=4&cursor={cursor}")).await;
     assert_eq!(rest.body["items"].as_array().unwrap().len(), 1);
     assert!(rest.body["nextCursor"].is_null());
-    get(&app, "/api/v1/admin/events", Some(61)).await.assert_problem(403, "FORBIDDEN");
+    get(&app, "/api/v1/admin/events", Some(61))
+        .await
+        .assert_problem(403, "FORBIDDEN");
     let ops = admin_get(&app, "/api/v1/admin/ops").await;
     assert_eq!(
         ops.body["events"],
@@ -2145,8 +2202,20 @@ async fn webhooks_deliver_every_event_signed_and_in_order(runtime: Runtime) {
     assert_eq!(listed[0]["orderId"], theirs);
     assert_eq!(listed[0]["userId"], 62);
     let mine = get(&app, &format!("/api/v1/orders/{first}"), Some(61)).await.body;
-    let as_admin = listed.as_array().unwrap().iter().find(|o| o["orderId"] == first).unwrap();
-    for member in ["status", "items", "refunds", "refundedAmount", "paidAt", "userCouponId"] {
+    let as_admin = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["orderId"] == first)
+        .unwrap();
+    for member in [
+        "status",
+        "items",
+        "refunds",
+        "refundedAmount",
+        "paidAt",
+        "userCouponId",
+    ] {
         assert_eq!(as_admin[member], mine[member], "{member}");
     }
     assert!(as_admin.get("balance").is_none());
@@ -2165,16 +2234,29 @@ async fn webhooks_deliver_every_event_signed_and_in_order(runtime: Runtime) {
     let lines: std::collections::BTreeSet<String> = app.log_lines().iter().map(Value::to_string).collect();
     let lines: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     let attempts: Vec<&Value> = lines.iter().filter(|l| l["event"] == "webhook.attempt").collect();
-    assert_eq!(attempts.len(), receiver.deliveries().await.unwrap().len(), "{attempts:?}");
+    assert_eq!(
+        attempts.len(),
+        receiver.deliveries().await.unwrap().len(),
+        "{attempts:?}"
+    );
     for line in &attempts {
-        assert!(line["eventId"].is_string() && line["type"].is_string() && line["attempt"].is_i64(), "{line}");
-        assert!(line["responseStatus"].is_u64() || line["error"].is_string(), "{line}");
+        assert!(
+            line["eventId"].is_string() && line["type"].is_string() && line["attempt"].is_i64(),
+            "{line}"
+        );
+        assert!(
+            line["responseStatus"].is_u64() || line["error"].is_string(),
+            "{line}"
+        );
         assert!(line["durationMs"].is_number(), "{line}");
     }
     let logs = app.logs();
     let key = receiver.secret.trim_start_matches("whsec_");
     assert!(!logs.contains(key), "the webhook secret is in a log");
-    assert!(!logs.contains("paidAmount") && !logs.contains("refundedAmount"), "an event body is in a log");
+    assert!(
+        !logs.contains("paidAmount") && !logs.contains("refundedAmount"),
+        "an event body is in a log"
+    );
     check_invariants(&app).await;
 }
 
@@ -2226,7 +2308,11 @@ async fn webhooks_retry_failed_attempts_on_the_cron_schedule(runtime: Runtime) {
         !e["lastResponseStatus"].is_null()
     })
     .await;
-    assert_eq!((failed["attempts"].as_i64(), failed["lastResponseStatus"].as_i64()), (Some(1), Some(500)), "{failed}");
+    assert_eq!(
+        (failed["attempts"].as_i64(), failed["lastResponseStatus"].as_i64()),
+        (Some(1), Some(500)),
+        "{failed}"
+    );
     assert_eq!(failed["status"], "PENDING");
     receiver.control(json!({"status": 204})).await.unwrap();
     let delivered = until_event(&app, failing, "order.paid", "DELIVERED", by_cron).await;
@@ -2240,7 +2326,11 @@ async fn webhooks_retry_failed_attempts_on_the_cron_schedule(runtime: Runtime) {
         .map(|d| d.started_at)
         .collect();
     assert_eq!(tries.len(), 2);
-    assert!(tries[1] - tries[0] >= 4.9, "retried after {} s, before the 5 s of the schedule", tries[1] - tries[0]);
+    assert!(
+        tries[1] - tries[0] >= 4.9,
+        "retried after {} s, before the 5 s of the schedule",
+        tries[1] - tries[0]
+    );
 
     // Slower than 10 s: a failed attempt, whatever the receiver answers later.
     receiver.control(json!({"delay": 12})).await.unwrap();
@@ -2255,7 +2345,10 @@ async fn webhooks_retry_failed_attempts_on_the_cron_schedule(runtime: Runtime) {
     // Down: the connection is refused; back up, the cron delivers.
     receiver.stop();
     let refused = paid_order(&app, 71, "retry-3", json!({"items": [line(product, 1)]})).await;
-    let down = until_event_is(&app, refused, "order.paid", Duration::from_secs(2), |e| !e["lastError"].is_null()).await;
+    let down = until_event_is(&app, refused, "order.paid", Duration::from_secs(2), |e| {
+        !e["lastError"].is_null()
+    })
+    .await;
     assert_eq!(down["lastError"], "ConnectionRefused");
     receiver.restart().unwrap();
     until_event(&app, refused, "order.paid", "DELIVERED", by_cron).await;
@@ -2277,7 +2370,9 @@ async fn webhooks_retry_failed_attempts_on_the_cron_schedule(runtime: Runtime) {
     let run = admin_post(&app, "/api/v1/admin/recovery/run", json!({})).await;
     assert_eq!(run.body["rolledBack"], 1, "{}", run.text);
     let seen = receiver
-        .wait_for(Duration::from_secs(2), |d| d.iter().any(|d| d.order_id() == Some(stuck)))
+        .wait_for(Duration::from_secs(2), |d| {
+            d.iter().any(|d| d.order_id() == Some(stuck))
+        })
         .await
         .unwrap();
     let cancelled = seen.iter().find(|d| d.order_id() == Some(stuck)).unwrap();
@@ -2305,7 +2400,15 @@ async fn two_instances_drain_one_backlog_sending_each_event_once(runtime: Runtim
     }
     let replies = all_at_once(100, |i| {
         let app = &app;
-        async move { order(app, 300 + i as i64, "backlog", json!({"items": [line(product, 1)]})).await }
+        async move {
+            order(
+                app,
+                300 + i as i64,
+                "backlog",
+                json!({"items": [line(product, 1)]}),
+            )
+            .await
+        }
     })
     .await;
     assert!(replies.iter().all(|r| r.status == 201), "{:?}", tally(&replies));
@@ -2315,7 +2418,10 @@ async fn two_instances_drain_one_backlog_sending_each_event_once(runtime: Runtim
     tokio::time::sleep(Duration::from_secs(5)).await;
     let started = Instant::now();
     while !events(&app, "status=PENDING").await.is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(90), "the backlog was not drained");
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the backlog was not drained"
+        );
         let runs = futures::future::join_all((0..6).map(|_| deliver_now(&app))).await;
         assert!(runs.iter().all(|run| run["attempted"].is_u64()), "{runs:?}");
     }
@@ -2342,7 +2448,10 @@ async fn webhook_deliveries_survive_postgres_and_redis_dying(runtime: Runtime) {
     let receiver = Receiver::start().unwrap();
     let mut env = receiver.env();
     env.push(("SPIN_VARIABLE_REDIS_URL", redis.url()));
-    env.push(("SPIN_VARIABLE_REDIS_HOST", redis.url().trim_start_matches("redis://").to_owned()));
+    env.push((
+        "SPIN_VARIABLE_REDIS_HOST",
+        redis.url().trim_start_matches("redis://").to_owned(),
+    ));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = start_on(&runtime, 1, &env, Some(postgres.server_url())).await;
     let product = new_product(&app, 1_000, 100).await;
@@ -2350,7 +2459,13 @@ async fn webhook_deliveries_survive_postgres_and_redis_dying(runtime: Runtime) {
 
     receiver.control(json!({"delay": 3})).await.unwrap();
     for i in 0..3 {
-        paid_order(&app, 81, &format!("crash-{i}"), json!({"items": [line(product, 1)]})).await;
+        paid_order(
+            &app,
+            81,
+            &format!("crash-{i}"),
+            json!({"items": [line(product, 1)]}),
+        )
+        .await;
     }
     // The three first attempts are waiting on the receiver: Postgres dies.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -2361,7 +2476,13 @@ async fn webhook_deliveries_survive_postgres_and_redis_dying(runtime: Runtime) {
     // Redis down: orders still pay (the Postgres backstop), their events go out.
     redis.crash();
     for i in 3..5 {
-        paid_order(&app, 81, &format!("crash-{i}"), json!({"items": [line(product, 1)]})).await;
+        paid_order(
+            &app,
+            81,
+            &format!("crash-{i}"),
+            json!({"items": [line(product, 1)]}),
+        )
+        .await;
     }
     redis.resume().unwrap();
     let started = Instant::now();
@@ -2370,7 +2491,10 @@ async fn webhook_deliveries_survive_postgres_and_redis_dying(runtime: Runtime) {
         if pending.is_empty() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "not delivered: {pending:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not delivered: {pending:?}"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
         deliver_now(&app).await;
     }
@@ -2385,7 +2509,8 @@ async fn webhook_deliveries_survive_postgres_and_redis_dying(runtime: Runtime) {
         .filter(|d| d.verified && d.answered == 204)
         .filter_map(|d| d.webhook_id.clone())
         .collect();
-    let ids: std::collections::BTreeSet<String> = all.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let ids: std::collections::BTreeSet<String> =
+        all.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(delivered, ids, "every event reached the receiver");
     invariants::assert_all(&app.pg().await.unwrap()).await;
 }
@@ -2409,23 +2534,35 @@ async fn misconfigured_webhooks_keep_every_event(runtime: Runtime) {
         let product = new_product(&app, 1_000, 10).await;
         fund(&app, 91, 10_000).await;
         let order = paid_order(&app, 91, "misconfigured", json!({"items": [line(product, 1)]})).await;
-        assert_eq!(deliver_now(&app).await, json!({"attempted": 0, "delivered": 0, "failed": 0}));
+        assert_eq!(
+            deliver_now(&app).await,
+            json!({"attempted": 0, "delivered": 0, "failed": 0})
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let event = event_of(&app, order, "order.paid").await;
-        assert_eq!((event["status"].as_str(), event["attempts"].as_i64()), (Some("PENDING"), Some(0)));
+        assert_eq!(
+            (event["status"].as_str(), event["attempts"].as_i64()),
+            (Some("PENDING"), Some(0))
+        );
         let ops = admin_get(&app, "/api/v1/admin/ops").await.body;
         assert_eq!(ops["events"]["webhooks"], "misconfigured", "{ops}");
         assert_eq!(ops["events"]["pending"], 1, "{ops}");
         assert!(!app.logs().contains(secret) || secret.len() < 8);
     }
-    assert!(receiver.deliveries().await.unwrap().is_empty(), "nothing was sent");
+    assert!(
+        receiver.deliveries().await.unwrap().is_empty(),
+        "nothing was sent"
+    );
     // Off (the default): recorded, listed, not sent.
     let app = start(&runtime, 1, &[]).await;
     let product = new_product(&app, 1_000, 10).await;
     fund(&app, 92, 10_000).await;
     let order = paid_order(&app, 92, "off", json!({"items": [line(product, 1)]})).await;
     assert_eq!(event_of(&app, order, "order.paid").await["attempts"], 0);
-    assert_eq!(admin_get(&app, "/api/v1/admin/ops").await.body["events"]["webhooks"], "off");
+    assert_eq!(
+        admin_get(&app, "/api/v1/admin/ops").await.body["events"]["webhooks"],
+        "off"
+    );
 }
 
 async fn cancel(app: &TestApp, user: i64, order: i64, key: &str) -> Reply {

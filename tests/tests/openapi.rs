@@ -438,21 +438,35 @@ async fn real_responses_match_the_served_openapi_document() {
         }
     };
     for (path, bearer) in [
-        ("/api/v1/admin/events?type=order.paid&limit=2", Some(admin.as_str())),
+        (
+            "/api/v1/admin/events?type=order.paid&limit=2",
+            Some(admin.as_str()),
+        ),
         ("/api/v1/admin/events?status=LOST", Some(admin.as_str())),
         ("/api/v1/admin/events", Some(user.as_str())),
         ("/api/v1/admin/events", None),
     ] {
-        check("GET", "/api/v1/admin/events", &app.get(path, bearer).await.unwrap());
+        check(
+            "GET",
+            "/api/v1/admin/events",
+            &app.get(path, bearer).await.unwrap(),
+        );
     }
     let listed = app.get("/api/v1/admin/events", Some(&admin)).await.unwrap();
-    let event_id = listed.body["items"][0]["id"].as_str().expect("an order made events").to_owned();
+    let event_id = listed.body["items"][0]["id"]
+        .as_str()
+        .expect("an order made events")
+        .to_owned();
     for path in [
         format!("/api/v1/admin/events/{event_id}/redeliver"),
         format!("/api/v1/admin/events/{}/redeliver", uuid::Uuid::new_v4()),
         "/api/v1/admin/events/x/redeliver".to_owned(),
     ] {
-        check("POST", "/api/v1/admin/events/{id}/redeliver", &post(path, &admin).await);
+        check(
+            "POST",
+            "/api/v1/admin/events/{id}/redeliver",
+            &post(path, &admin).await,
+        );
     }
     for bearer in [&admin, &user] {
         let run = post("/api/v1/admin/events/deliver".to_owned(), bearer).await;
@@ -460,11 +474,18 @@ async fn real_responses_match_the_served_openapi_document() {
     }
     for (path, bearer) in [
         ("/api/v1/admin/orders?limit=3", Some(admin.as_str())),
-        ("/api/v1/admin/orders?status=REFUNDED&userId=2", Some(admin.as_str())),
+        (
+            "/api/v1/admin/orders?status=REFUNDED&userId=2",
+            Some(admin.as_str()),
+        ),
         ("/api/v1/admin/orders?status=SHIPPED", Some(admin.as_str())),
         ("/api/v1/admin/orders", Some(user.as_str())),
     ] {
-        check("GET", "/api/v1/admin/orders", &app.get(path, bearer).await.unwrap());
+        check(
+            "GET",
+            "/api/v1/admin/orders",
+            &app.get(path, bearer).await.unwrap(),
+        );
     }
 
     // Operations: the on-call view.

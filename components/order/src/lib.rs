@@ -107,11 +107,24 @@ fn place(
         Created::Duplicate => return answer_from_postgres(db, new),
     };
     let priced = priced.expect("a pending order was priced");
-    match order_flow::pay(db, order_id, new.user_id, new.request, priced, failpoints) {
+    // With webhooks on, the confirm leases the order.paid it writes for the
+    // first attempt, right after the answer.
+    let lease = outbox::Lease::when_on();
+    match order_flow::pay(
+        db,
+        order_id,
+        new.user_id,
+        new.request,
+        priced,
+        failpoints,
+        lease.as_ref(),
+    ) {
         Ok(paid) => {
             let lines: Vec<(i64, i64)> = priced.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
             order_flow::popular::count_sale(paid.paid_at, &lines, redis);
-            outbox::deliver_after_response(outbox::Scope::Order(order_id));
+            if let (Some(lease), Some(event)) = (lease, paid.event) {
+                lease.deliver_after_response(event);
+            }
             let items: Vec<Item> = priced.lines.iter().map(Item::priced).collect();
             let body = PaidOrder::new(
                 order_id,

@@ -135,15 +135,21 @@ const DEBIT: Query = Query::with(
 /// becomes sold exactly once, when a debited order becomes PAID; products
 /// are locked in id order so concurrent confirmations cannot deadlock.
 /// Invariant 6: the order's `order.paid` event is written by this same
-/// statement, so it exists exactly when the order became PAID.
+/// statement, so it exists exactly when the order became PAID; leased to
+/// token $2 for $3 seconds when one is given (its first attempt then needs
+/// no claim: it is the order's first event, nothing can be ahead of it).
 const CONFIRM: Query = Query::with(
     "paid AS (
         UPDATE orders SET status = 'PAID', paid_at = now(), updated_at = now()
         WHERE id = $1 AND status IN ('PENDING', 'ON_HOLD') AND balance_deducted
         RETURNING id, user_id, paid_at, reserved_products, total_amount, discount_amount, user_coupon_id
     ), event AS (
-        INSERT INTO order_events (order_id, type, data)
-        SELECT paid.id, 'order.paid', jsonb_build_object(
+        INSERT INTO order_events (order_id, type, lease_token, lease_until, attempts, last_attempt_at, data)
+        SELECT paid.id, 'order.paid', $2::uuid,
+            CASE WHEN $2::uuid IS NOT NULL THEN now() + make_interval(secs => $3::int8) END,
+            CASE WHEN $2::uuid IS NOT NULL THEN 1 ELSE 0 END,
+            CASE WHEN $2::uuid IS NOT NULL THEN now() END,
+            jsonb_build_object(
             'orderId', paid.id, 'userId', paid.user_id, 'status', 'PAID',
             'items', (SELECT jsonb_agg(jsonb_build_object('productId', i.product_id, 'quantity', i.quantity,
                                                           'unitPrice', i.unit_price,
@@ -154,6 +160,7 @@ const CONFIRM: Query = Query::with(
             'paidAmount', paid.total_amount - paid.discount_amount,
             'userCouponId', paid.user_coupon_id, 'paidAt', api_time(paid.paid_at))
         FROM paid
+        RETURNING id::text AS id, body
     ), lines AS (
         SELECT i.product_id, i.quantity FROM order_items i JOIN paid ON paid.id = i.order_id
         WHERE i.product_id = ANY(paid.reserved_products)
@@ -165,7 +172,8 @@ const CONFIRM: Query = Query::with(
     )",
     "SELECT paid_at AT TIME ZONE 'UTC' AS paid_at,
             array(SELECT product_id FROM lines ORDER BY product_id) AS products,
-            array(SELECT quantity FROM lines ORDER BY product_id) AS quantities
+            array(SELECT quantity FROM lines ORDER BY product_id) AS quantities,
+            (SELECT id FROM event) AS event_id, (SELECT body FROM event) AS event_body
     FROM paid",
 );
 
@@ -321,6 +329,8 @@ pub struct Paid {
     pub balance: i64,
     pub discount: i64,
     pub paid_at: chrono::DateTime<chrono::Utc>,
+    /// Its `order.paid`, leased for the first attempt (see [`confirm`]).
+    pub event: Option<outbox::store::Claimed>,
 }
 
 /// Steps 2–5 for a `PENDING` order.
@@ -331,6 +341,7 @@ pub fn pay(
     request: &OrderRequest,
     priced: &Priced,
     failpoints: &Failpoints,
+    lease: Option<&outbox::Lease>,
 ) -> Result<Paid, StepError> {
     failpoints.check("after-create")?;
     for line in &priced.lines {
@@ -344,11 +355,12 @@ pub fn pay(
     failpoints.check("after-coupon")?;
     let balance = debit(db, order_id, user_id, priced.total - discount)?;
     failpoints.check("after-debit")?; // also "before confirm": nothing happens in between
-    let confirmed = confirm(db, order_id)?.ok_or(StepError::Superseded)?;
+    let confirmed = confirm(db, order_id, lease)?.ok_or(StepError::Superseded)?;
     Ok(Paid {
         balance,
         discount,
         paid_at: confirmed.paid_at,
+        event: confirmed.event,
     })
 }
 
@@ -454,12 +466,16 @@ fn debit(db: &Db, order_id: i64, user_id: i64, amount: i64) -> Result<i64, StepE
 pub struct Confirmed {
     pub paid_at: chrono::DateTime<chrono::Utc>,
     pub lines: Vec<(i64, i64)>,
+    /// Its `order.paid`, leased for its first attempt (when a lease was given).
+    pub event: Option<outbox::store::Claimed>,
 }
 
-/// Step 5 (and recovery's roll-forward): `PAID`, stock sold. `None` when the
-/// order was not debited or is already final.
-pub fn confirm(db: &Db, order_id: i64) -> Result<Option<Confirmed>, Problem> {
-    let rows = db.query(&CONFIRM, &[ParameterValue::Int64(order_id)])?;
+/// Step 5 (and recovery's roll-forward): `PAID`, stock sold, its
+/// `order.paid` written (and leased, with `lease`). `None` when the order
+/// was not debited or is already final.
+pub fn confirm(db: &Db, order_id: i64, lease: Option<&outbox::Lease>) -> Result<Option<Confirmed>, Problem> {
+    let [token, seconds] = outbox::Lease::params(lease);
+    let rows = db.query(&CONFIRM, &[ParameterValue::Int64(order_id), token, seconds])?;
     rows.first(|row| {
         let products: Vec<Option<i64>> = column(row, "products")?;
         let quantities: Vec<Option<i64>> = column(row, "quantities")?;
@@ -468,9 +484,21 @@ pub fn confirm(db: &Db, order_id: i64) -> Result<Option<Confirmed>, Problem> {
             .flatten()
             .zip(quantities.into_iter().flatten())
             .collect();
+        let event_id: Option<String> = column(row, "event_id")?;
+        let event = match (lease, event_id) {
+            (Some(_), Some(id)) => Some(outbox::store::Claimed {
+                id,
+                event_type: "order.paid".into(),
+                order_id,
+                body: column(row, "event_body")?,
+                attempt: 1,
+            }),
+            _ => None,
+        };
         Ok(Confirmed {
             paid_at: instant(row, "paid_at")?,
             lines,
+            event,
         })
     })
 }

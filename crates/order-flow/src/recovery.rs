@@ -167,7 +167,7 @@ fn resolve_all(pending_timeout_seconds: i64) -> Result<Summary, Problem> {
     for (order_id, debited) in orders {
         summary.examined += 1;
         if debited {
-            match confirm(&db, order_id)? {
+            match confirm(&db, order_id, None)? {
                 Some(confirmed) => {
                     popular::count_sale(confirmed.paid_at, &confirmed.lines, None);
                     summary.rolled_forward += 1;

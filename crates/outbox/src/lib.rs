@@ -70,15 +70,9 @@ pub fn deliver(scope: Scope, budget: Duration) -> Result<Summary, Problem> {
             .collect();
         let answers = send::post_all(&target, &messages);
         for (event, (answer, took)) in claimed.iter().zip(answers) {
-            let delivered = answer.delivered();
-            let (status, error) = match &answer {
-                send::Answer::Status(status) => (Some(*status), None),
-                send::Answer::Error(error) => (None, Some(error.as_str())),
-            };
-            log_attempt(event, status, error, took);
-            store::record(&db, event, &token, delivered, status, error)?;
+            record_attempt(&db, event, &token, &answer, took)?;
             summary.attempted += 1;
-            if delivered {
+            if answer.delivered() {
                 summary.delivered += 1;
             } else {
                 summary.failed += 1;
@@ -86,6 +80,78 @@ pub fn deliver(scope: Scope, budget: Duration) -> Result<Summary, Problem> {
         }
     }
     Ok(summary)
+}
+
+/// The first attempt of an event its own statement leased (`CONFIRM` takes
+/// the lease of the `order.paid` it writes, so the attempt after the answer
+/// needs no claim): the receiver and the lease's token.
+pub struct Lease {
+    target: config::Target,
+    token: String,
+}
+
+impl Lease {
+    /// A lease to take, when webhooks are on.
+    pub fn when_on() -> Option<Lease> {
+        match Webhooks::from_variables() {
+            Webhooks::On(target) => Some(Lease {
+                target,
+                token: uuid::Uuid::new_v4().to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The statement's parameters: the token, and the lease's length in seconds.
+    pub fn params(lease: Option<&Lease>) -> [spin_sdk::pg4::ParameterValue; 2] {
+        use spin_sdk::pg4::ParameterValue;
+        match lease {
+            Some(lease) => [
+                ParameterValue::Uuid(lease.token.clone()),
+                ParameterValue::Int64(store::LEASE_SECONDS),
+            ],
+            None => [
+                ParameterValue::DbNull,
+                ParameterValue::Int64(store::LEASE_SECONDS),
+            ],
+        }
+    }
+
+    /// Attempt `event` (leased by its statement) once the answer is sent.
+    pub fn deliver_after_response(self, event: store::Claimed) {
+        edge::router::after_response(move || {
+            if let Err(problem) = self.attempt(&event) {
+                eprintln!("webhooks: the first attempt was not recorded: {}", problem.detail);
+            }
+        });
+    }
+
+    fn attempt(&self, event: &store::Claimed) -> Result<(), Problem> {
+        let message = send::Message {
+            id: &event.id,
+            body: event.body.as_bytes(),
+        };
+        let (answer, took) = send::post_all(&self.target, &[message])
+            .pop()
+            .expect("one answer per message");
+        record_attempt(&Db::connect()?, event, &self.token, &answer, took)
+    }
+}
+
+/// Log an attempt and record how it went.
+fn record_attempt(
+    db: &Db,
+    event: &store::Claimed,
+    token: &str,
+    answer: &send::Answer,
+    took: Duration,
+) -> Result<(), Problem> {
+    let (status, error) = match answer {
+        send::Answer::Status(status) => (Some(*status), None),
+        send::Answer::Error(error) => (None, Some(error.as_str())),
+    };
+    log_attempt(event, status, error, took);
+    store::record(db, event, token, answer.delivered(), status, error)
 }
 
 /// How long the first attempts after an answer may go on (a round already

@@ -70,7 +70,10 @@ fn start(target: &Target, message: &Message<'_>, timestamp: i64) -> Result<Futur
     let headers = Fields::from_list(&[
         ("content-type".to_owned(), b"application/json".to_vec()),
         // A length, not chunks: every receiver reads that (not all take chunked bodies).
-        ("content-length".to_owned(), message.body.len().to_string().into_bytes()),
+        (
+            "content-length".to_owned(),
+            message.body.len().to_string().into_bytes(),
+        ),
         ("webhook-id".to_owned(), message.id.as_bytes().to_vec()),
         ("webhook-timestamp".to_owned(), timestamp.to_string().into_bytes()),
         ("webhook-signature".to_owned(), signature.into_bytes()),

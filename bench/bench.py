@@ -501,9 +501,14 @@ def workload_orders_with_webhooks(app, scale, products):
             break
         time.sleep(0.2)
     events = int(app.sql("SELECT count(*) FROM order_events"))
+    if undelivered:
+        result["undelivered_sample"] = app.sql(
+            "SELECT status, attempts, last_error, last_response_status, lease_until > now() AS leased "
+            "FROM order_events WHERE status <> 'DELIVERED' LIMIT 5")
     result["delivered_within_s"] = round(time.time() - ended, 1) if undelivered == 0 else None
     result["check"] = {"events": events, "undelivered_after_30s": undelivered,
-                       "delivered_within_s": result["delivered_within_s"]}
+                       "delivered_within_s": result["delivered_within_s"],
+                       "undelivered_sample": result.get("undelivered_sample")}
     result["ok_extra"] = undelivered == 0 and result["delivered_within_s"] <= 10
     return result
 

@@ -308,6 +308,27 @@ async fn outbound_http_is_sent_and_fails_as_on_spin(on: On) {
     assert!((9_500..15_000).contains(&waited), "gave up after {waited} ms");
 }
 
+async fn a_guest_runs_to_its_end_when_its_client_goes_away(on: On) {
+    use tokio::io::AsyncWriteExt;
+    let probe = Probe::start(&on, &[]).await;
+    let address = probe.host.base_url.trim_start_matches("http://").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&address).await.unwrap();
+    client
+        .write_all(format!("GET /pg/finish HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(client);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let db = edge_tests::connect(&probe._db.url).await.unwrap();
+    let finished: i64 = db
+        .query_one("SELECT count(*) FROM probe_finished", &[])
+        .await
+        .map(|row| row.get(0))
+        .unwrap_or(0);
+    assert_eq!(finished, 1, "the guest stopped when its client went away");
+}
+
 async fn postgres_values_round_trip_with_spin_conversions(on: On) {
     let probe = Probe::start(&on, &[]).await;
     let reply = probe.get("/pg/roundtrip").await;

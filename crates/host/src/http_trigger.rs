@@ -358,7 +358,7 @@ async fn invoke(target: &Target, req: hyper::Request<Incoming>) -> Result<Respon
         .new_response_outparam(sender)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let proxy_pre = target.proxy.clone();
-    let mut guest = Box::pin(async move {
+    let mut guest = RunsToCompletion::new(async move {
         let proxy = proxy_pre.instantiate_async(&mut store).await?;
         proxy
             .wasi_http_incoming_handler()
@@ -367,17 +367,14 @@ async fn invoke(target: &Target, req: hyper::Request<Incoming>) -> Result<Respon
     });
     // Drive the guest on this task: most guests set the response and return in
     // one go, and handing them to another task costs a cross-thread wake-up
-    // per request. A guest still writing its body after the head is sent
-    // carries on in a task of its own.
+    // per request. A guest still running once the head is sent (writing its
+    // body, or working after its answer) carries on in a task of its own, and
+    // so does one whose client goes away first (see `RunsToCompletion`).
     let mut receiver = receiver;
     let finished = tokio::select! {
         biased;
         head = &mut receiver => {
-            tokio::spawn(async move {
-                if let Err(e) = guest.await {
-                    tracing::warn!("Component error after response started: {e:?}");
-                }
-            });
+            guest.detach();
             return response_or_error(head.map_err(|_| anyhow::anyhow!("response channel closed")));
         }
         finished = &mut guest => finished,
@@ -388,6 +385,54 @@ async fn invoke(target: &Target, req: hyper::Request<Incoming>) -> Result<Respon
             Ok(()) => anyhow::bail!("guest failed to produce a response prior to returning"),
             Err(e) => Err(anyhow::anyhow!("{e:?}").context("guest invocation failed")),
         },
+    }
+}
+
+type GuestRun = std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<()>> + Send>>;
+
+/// A guest's run, which always runs to its end, as on Spin (whose trigger
+/// runs every guest in a task of its own): if the request's task stops
+/// polling it before it finished — the client went away — the rest of the
+/// run moves to a task of its own instead of being cancelled mid-way (an
+/// order half-paid, an event's first attempt never made).
+struct RunsToCompletion(Option<GuestRun>);
+
+impl RunsToCompletion {
+    fn new(run: impl std::future::Future<Output = wasmtime::Result<()>> + Send + 'static) -> RunsToCompletion {
+        RunsToCompletion(Some(Box::pin(run)))
+    }
+
+    /// Let the rest of the run go on in a task of its own.
+    fn detach(&mut self) {
+        if let Some(run) = self.0.take() {
+            tokio::spawn(async move {
+                if let Err(e) = run.await {
+                    tracing::warn!("Component error after response started: {e:?}");
+                }
+            });
+        }
+    }
+}
+
+impl std::future::Future for RunsToCompletion {
+    type Output = wasmtime::Result<()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<wasmtime::Result<()>> {
+        let Some(run) = self.0.as_mut() else {
+            return std::task::Poll::Ready(Ok(()));
+        };
+        let outcome = std::task::ready!(run.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(outcome)
+    }
+}
+
+impl Drop for RunsToCompletion {
+    fn drop(&mut self) {
+        self.detach();
     }
 }
 

@@ -21,6 +21,7 @@ async fn handle(req: Request) -> Response {
         "/pg/timestamptz" => pg_timestamptz(),
         "/pg/unique" => pg_unique(),
         "/pg/empty" => pg_empty(),
+        "/pg/finish" => pg_finish(),
         "/pg/open" => pg_open(
             req.header("x-pg-url")
                 .and_then(|v| v.as_str())
@@ -124,6 +125,17 @@ fn pg_timestamptz() -> Value {
         )
         .map(|rows| debug_rows(&rows));
     json!({ "raw": format!("{raw:?}"), "utc": utc.map_err(|e| format!("{e:?}")).unwrap_or_else(Value::String) })
+}
+
+/// Work that takes a second and then leaves a row: a client that went away
+/// meanwhile must not stop it (Spin runs every guest to its end).
+fn pg_finish() -> Value {
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let db = pg();
+    db.execute("CREATE TABLE IF NOT EXISTS probe_finished (at timestamptz DEFAULT now())", &[])
+        .expect("create");
+    db.execute("INSERT INTO probe_finished DEFAULT VALUES", &[]).expect("insert");
+    json!({ "finished": true })
 }
 
 /// A `query` that matches no rows (Spin 4.0.0–4.0.2 never answer it: spin#3671).

@@ -398,7 +398,9 @@ type GuestRun = std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Res
 struct RunsToCompletion(Option<GuestRun>);
 
 impl RunsToCompletion {
-    fn new(run: impl std::future::Future<Output = wasmtime::Result<()>> + Send + 'static) -> RunsToCompletion {
+    fn new(
+        run: impl std::future::Future<Output = wasmtime::Result<()>> + Send + 'static,
+    ) -> RunsToCompletion {
         RunsToCompletion(Some(Box::pin(run)))
     }
 

@@ -91,9 +91,8 @@ impl WasiHttpView for InstanceState {
 
 /// Outbound `wasi:http` requests, as Spin sends them: to an `http(s)://`
 /// origin the component's `allowed_outbound_hosts` lists (anything else is
-/// `HTTP-request-denied` before any connection), with the guest's
-/// connect/first-byte/between-bytes timeouts (600 s each when it sets none),
-/// and a `Host` header from the URL as Spin's HTTP client adds it.
+/// `HTTP-request-denied` before any connection), then `http_client::send`
+/// (a keep-alive pool, the guest's timeouts, the `Host` header from the URL).
 /// Conformance checks compare the errors on both runtimes: a refused
 /// host, a refused connection, a receiver that does not answer in time.
 struct OutboundHttp {
@@ -126,15 +125,13 @@ impl WasiHttpHooks for OutboundHttp {
             crate::outbound::report_denied(&self.component.id, &format!("{scheme}://{host}:{port}"));
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        if let Some(authority) = uri.authority() {
+        // Spin sends no `Host` of the guest's: its client writes one from the URL.
+        request.headers_mut().remove(http::header::HOST);
+        if let Some(authority) = uri.authority().filter(|_| scheme == "https") {
             if let Ok(value) = http::HeaderValue::from_str(authority.as_str()) {
-                request.headers_mut().entry(http::header::HOST).or_insert(value);
+                request.headers_mut().insert(http::header::HOST, value);
             }
         }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as IoDone))
-        })
+        Box::new(crate::http_client::send(request, options))
     }
 }

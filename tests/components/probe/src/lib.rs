@@ -132,9 +132,13 @@ fn pg_timestamptz() -> Value {
 fn pg_finish() -> Value {
     std::thread::sleep(std::time::Duration::from_secs(1));
     let db = pg();
-    db.execute("CREATE TABLE IF NOT EXISTS probe_finished (at timestamptz DEFAULT now())", &[])
-        .expect("create");
-    db.execute("INSERT INTO probe_finished DEFAULT VALUES", &[]).expect("insert");
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS probe_finished (at timestamptz DEFAULT now())",
+        &[],
+    )
+    .expect("create");
+    db.execute("INSERT INTO probe_finished DEFAULT VALUES", &[])
+        .expect("insert");
     json!({ "finished": true })
 }
 

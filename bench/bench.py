@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import platform
+import resource
 import signal
 import re
 import socket
@@ -321,10 +322,41 @@ class SpinHost:
 
 # ----------------------------------------------------------------- measuring
 
+# Processes whose CPU a run accounts for, by the name the kernel gives them.
+CPU_ACCOUNTS = {"postgres": "postgres", "spin": "runtime", "edge-host": "runtime",
+                "redis-server": "redis", "bench-receiver": "receiver"}
+
+
+def cpu_seconds():
+    """CPU seconds (user + system) used so far by every process of CPU_ACCOUNTS,
+    summed by account. The deltas of a run say where its CPU went."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        account = CPU_ACCOUNTS.get(name)
+        if account:
+            totals[account] = totals.get(account, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
 def wrk(urls, script, args_for, connections, threads=2, max_seconds=120):
     """Run one wrk per instance at once (connections split evenly), each with
     `args_for(i)` (its own users, so instances never act as one user), and
-    merge the results."""
+    merge the results, with the CPU each kind of process spent per answered
+    request (`cpu_ms_per_request`: Postgres, the runtime, Redis, wrk, the
+    webhook receiver)."""
+    cpu_before = cpu_seconds()
+    # wrk is this driver's child: its CPU is counted once it has been waited for.
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     per_instance = max(1, connections // len(urls))
     processes = []
     for i, url in enumerate(urls):
@@ -356,7 +388,14 @@ def wrk(urls, script, args_for, connections, threads=2, max_seconds=120):
             statuses[status] = statuses.get(status, 0) + n
     duration = max(r["duration_us"] for r in results) / 1e6
     answered = sum(statuses.values())
+    cpu_after = cpu_seconds()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_after["wrk"] = (children.ru_utime + children.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
+    cpu_before["wrk"] = 0.0
+    cpu = {account: round(1000 * (cpu_after.get(account, 0.0) - cpu_before.get(account, 0.0)) / answered, 3)
+           for account in sorted(set(CPU_ACCOUNTS.values()) | {"wrk"})} if answered else {}
     return {
+        "cpu_ms_per_request": cpu,
         "requests": answered,
         "rps": answered / duration if duration else 0.0,
         "p50_ms": max(r["p50_us"] for r in results) / 1000,
@@ -836,6 +875,7 @@ def main():
             results["failures"] = failures
             write_report(results, suffix="-only-" + re.sub(r"[^a-z0-9]+", "-", args.only.lower()).strip("-"))
             for key, w in results["workloads"].items():
+                log(f"{key}: CPU ms per request {w['samples'][-1].get('cpu_ms_per_request')}")
                 log(f"{key}: {w['rps']['median']:.0f} req/s, p50 {w['p50_ms']['median']:.1f} ms, "
                     f"p99 {w['p99_ms']['median']:.1f} ms, {w['samples'][-1]['statuses']}")
             for runtime, by_concurrency in results.get("noop", {}).items():
@@ -936,15 +976,21 @@ def write_report(results, suffix=""):
             if not off:
                 continue
             within = [s.get("delivered_within_s") for s in on["samples"]]
+            cpu = lambda w: statistics.median(sum(s.get("cpu_ms_per_request", {}).values()) for s in w["samples"])
             webhook_rows.append(f"| {runtime} | {instances} | {off['rps']['median']:.0f} | {on['rps']['median']:.0f} | "
-                                f"{ratio(on['rps']['median'], off['rps']['median'])} | {within} |")
+                                f"{ratio(on['rps']['median'], off['rps']['median'])} | {cpu(off):.2f} | {cpu(on):.2f} | "
+                                f"{ratio(cpu(off), cpu(on))} | {within} |")
     if webhook_rows:
         lines += ["", "## Webhooks on and off (the order storm)", "",
                   "Each paid order's `order.paid` is sent to a local receiver answering `204` right after the "
                   "order's answer (goal: at least 90 % of the orders/s with webhooks off, and every event "
                   "`DELIVERED` within 10 s of the storm's end).", "",
-                  "| runtime | instances | off orders/s | on orders/s | on / off | all delivered after (s, per run) |",
-                  "|---|---|---|---|---|---|"] + webhook_rows
+                  "CPU is what every process of the run spent (Postgres, the runtime, Redis, wrk, the receiver) "
+                  "per answered request; its off / on ratio is what the throughput ratio tends to on a "
+                  "CPU-bound machine, without the run-to-run noise.", "",
+                  "| runtime | instances | off orders/s | on orders/s | on / off | CPU ms off | CPU ms on "
+                  "| CPU off / on | all delivered after (s, per run) |",
+                  "|---|---|---|---|---|---|---|---|---|"] + webhook_rows
     section = results.get("scale_out")
     if section and "skipped" in section:
         lines += ["", "## Scale-out through a pooler", "", f"- skipped: {section['skipped']}"]

@@ -47,13 +47,14 @@ CREATE TABLE order_events (
 );
 
 -- Invariant 6, durably: one `order.paid` and at most one `order.cancelled`
--- per order, one `order.refunded` per refund.
-CREATE UNIQUE INDEX one_paid_event_per_order ON order_events (order_id) WHERE type = 'order.paid';
-CREATE UNIQUE INDEX one_cancelled_event_per_order ON order_events (order_id) WHERE type = 'order.cancelled';
-CREATE UNIQUE INDEX one_refunded_event_per_refund ON order_events (refund_id) WHERE type = 'order.refunded';
+-- per order, one `order.refunded` per refund. Also how an order's events
+-- are found (the admin list's `orderId`).
+CREATE UNIQUE INDEX one_event_per_change ON order_events (order_id, type, refund_id) NULLS NOT DISTINCT;
 
--- What a delivery run looks for, and an order's events in order.
+-- What a delivery run looks for, and the events of an order still waiting
+-- (an event is not attempted while an earlier one of its order is). Both
+-- hold PENDING events only, so a delivered event leaves them and its update
+-- writes no entry to them.
 CREATE INDEX order_events_due ON order_events (next_attempt_at) WHERE status = 'PENDING';
-CREATE INDEX order_events_of_order ON order_events (order_id, seq);
--- The admin list, newest first.
-CREATE INDEX order_events_newest ON order_events (seq DESC);
+CREATE INDEX order_events_pending_of_order ON order_events (order_id, seq) WHERE status = 'PENDING';
+-- The admin list, newest first, is the unique index of `seq` read backwards.

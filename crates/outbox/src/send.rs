@@ -7,8 +7,10 @@
 
 use crate::config::Target;
 use std::time::{Duration, Instant};
-use wasi::http::outgoing_handler;
-use wasi::http::types::{
+// The bindings spin-sdk itself sends requests with (its `send` takes no
+// request options, and a second binding of wasi:http would add ~150 KiB).
+use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
+use spin_sdk::wit::wasi::http0_2_0::types::{
     ErrorCode, Fields, FutureIncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 

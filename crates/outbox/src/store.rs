@@ -40,20 +40,18 @@ const CLAIM: Query = Query::with(
 /// Record an attempt of the event leased to token $2: `DELIVERED`, or back
 /// to `PENDING` due in $5 seconds, or `FAILED` when no attempts are left
 /// ($5 NULL). Only while the lease is still this attempt's. Committed
-/// without waiting for the WAL flush: a record lost to a crash leaves the
-/// event leased, and it is sent again once the lease ends — at least once,
-/// as a receiver expects (it deduplicates by `webhook-id`).
-const RECORD: Query = Query::new(
-    "UPDATE order_events SET
+/// without waiting for the WAL flush (`set_config(…, true)` in the statement
+/// itself: one plain statement, no rows to read): a record lost to a crash
+/// leaves the event leased, and it is sent again once the lease ends — at
+/// least once, as a receiver expects (it deduplicates by `webhook-id`).
+const RECORD: &str = "UPDATE order_events SET
         status = CASE WHEN $3 THEN 'DELIVERED' WHEN $5::int8 IS NULL THEN 'FAILED' ELSE 'PENDING' END,
         delivered_at = CASE WHEN $3 THEN now() END,
         next_attempt_at = CASE WHEN $3 OR $5::int8 IS NULL THEN next_attempt_at
                                ELSE now() + make_interval(secs => $5::int8) END,
         last_response_status = $4, last_error = $6, lease_token = NULL, lease_until = NULL
     WHERE id = $1::uuid AND lease_token = $2::uuid
-    RETURNING id",
-)
-.committed_without_flush();
+      AND set_config('synchronous_commit', 'off', true) IS NOT NULL";
 
 /// An event taken for an attempt.
 #[derive(Debug, Clone)]
@@ -115,8 +113,8 @@ pub fn record(
     } else {
         schedule::retry_after_seconds(event.attempt)
     };
-    db.query(
-        &RECORD,
+    db.execute(
+        RECORD,
         &[
             ParameterValue::Uuid(event.id.clone()),
             ParameterValue::Uuid(token.to_owned()),

@@ -2092,7 +2092,10 @@ async fn webhooks_deliver_every_event_signed_and_in_order(runtime: Runtime) {
     // B's receiver recovers; its events go in their order.
     receiver.control(json!({"failOrders": []})).await.unwrap();
     let started = Instant::now();
-    while events(&app, &format!("orderId={b}&status=PENDING")).await.len() > 0 {
+    while !events(&app, &format!("orderId={b}&status=PENDING"))
+        .await
+        .is_empty()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(40),
             "B's events were never delivered"
@@ -3137,7 +3140,9 @@ async fn the_on_call_view(runtime: Runtime) {
         view.body,
         json!({"orders": {"PENDING": 0, "ON_HOLD": 0, "PAID": 0, "FAILED": 0, "CANCELLED": 0,
                           "PARTIALLY_REFUNDED": 0, "REFUNDED": 0},
-               "stuckOrders": 0, "lastRecovery": null, "couponDrift": [], "postgres": "ok", "redis": "ok"})
+               "stuckOrders": 0, "lastRecovery": null, "couponDrift": [],
+               "events": {"pending": 0, "failed": 0, "oldestPendingSeconds": null, "webhooks": "off"},
+               "postgres": "ok", "redis": "ok"})
     );
     let product = new_product(&app, 1_000, 10).await;
     fund(&app, 93, 10_000).await;
@@ -3157,6 +3162,9 @@ async fn the_on_call_view(runtime: Runtime) {
     assert_eq!(run.status, 200, "{}", run.text);
     let view = app.get(path, Some(&admin())).await.unwrap();
     assert_eq!(view.body["orders"]["PAID"], 1, "{}", view.text);
+    // Webhooks off: the order's event is kept, waiting.
+    assert_eq!(view.body["events"]["pending"], 1, "{}", view.text);
+    assert!(view.body["events"]["oldestPendingSeconds"].as_i64().unwrap() >= 0);
     assert_eq!(
         view.body["couponDrift"],
         json!([{"couponId": coupon, "redisRemaining": 42, "postgresRemaining": 9}])

@@ -17,7 +17,9 @@
 //!
 //! [`deliver`] is what the components call: right after answering the
 //! request that made an event (its first attempt), after a recovery run,
-//! every 5 s from the `webhooks` cron component, and on the admin route.
+//! every 5 s from the `webhooks` cron component, and on the admin route. A
+//! paid order's first attempt skips the claim: the confirm that writes its
+//! `order.paid` also leases it ([`Lease`]).
 
 pub mod config;
 pub mod schedule;

@@ -611,9 +611,11 @@ impl TestApp {
         let manifest = workspace_dir().join("spin.toml");
         let mut args = Vec::new();
         if options.failpoints {
-            let build = workspace_dir().join("target/failpoints/order.wasm");
-            assert!(build.exists(), "{} is missing: run ./dev build", build.display());
-            args.push(format!("--source=order={}", build.display()));
+            for component in ["order", "coupon"] {
+                let build = workspace_dir().join(format!("target/failpoints/{component}.wasm"));
+                assert!(build.exists(), "{} is missing: run ./dev build", build.display());
+                args.push(format!("--source={component}={}", build.display()));
+            }
         }
         match options.recovery_schedule {
             Some(schedule) => args.push(format!("--schedule=recovery={schedule}")),

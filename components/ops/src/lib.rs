@@ -177,7 +177,7 @@ fn coupon_drift(db: &Db, redis: &Redis) -> Result<Vec<Value>, Problem> {
     let mut drift = Vec::new();
     for row in db.query(&LIVE_COUPONS, &[])?.iter() {
         let (coupon_id, in_postgres): (i64, i64) = (column(&row, "id")?, column(&row, "remaining")?);
-        let key = redis.key(&format!("coupon:{{{coupon_id}}}:remaining"));
+        let key = redis.key(&coupon_allocation::remaining_key(coupon_id));
         let reply = redis
             .execute("GET", &[RedisParameter::Binary(key.into_bytes())])
             .map_err(edge::redis::unavailable)?;

@@ -120,6 +120,7 @@ fn place(
         lease.as_ref(),
     ) {
         Ok(paid) => {
+            failpoints.crash_if_armed("after-confirm");
             let lines: Vec<(i64, i64)> = priced.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
             order_flow::popular::count_sale(paid.paid_at, &lines, redis);
             if let (Some(lease), Some(event)) = (lease, paid.event) {

@@ -5,8 +5,9 @@
 //! is empty and `check` does nothing. A test arms one per request with the
 //! `x-failpoint` header: `after-debit` fails like a store would (the order is
 //! held), `crash:after-debit` traps like a dying process (the order stays
-//! `PENDING` until recovery finds it), and `bypass-recovery-lock` makes an
-//! admin recovery run ignore the lock.
+//! `PENDING` until recovery finds it), `crash:after-confirm` traps once the
+//! order is paid and before its sale is counted for popular products, and
+//! `bypass-recovery-lock` makes an admin recovery run ignore the lock.
 
 use crate::StepError;
 
@@ -34,6 +35,15 @@ impl Failpoints {
             return crate::recovery::Lock::Bypass;
         }
         crate::recovery::Lock::Take
+    }
+
+    /// Trap here, like a dying process, if `crash:<point>` is armed (for
+    /// points after the last step, where there is nothing left to fail).
+    pub fn crash_if_armed(&self, #[allow(unused_variables)] point: &str) {
+        #[cfg(feature = "failpoints")]
+        if self.armed.as_deref().and_then(|a| a.strip_prefix("crash:")) == Some(point) {
+            panic!("failpoint crash:{point}");
+        }
     }
 
     /// Fail here if this point is armed.

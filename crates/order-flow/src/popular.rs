@@ -6,6 +6,12 @@
 //! day still exists; sales then add to keys that exist. So a key that exists
 //! is complete, a missing one (never built, expired, flushed) is rebuilt — a
 //! sale is never counted into a key that is missing its earlier sales.
+//!
+//! A count can still be wrong: a process that dies between a sale's commit
+//! and its count leaves the day short, and a day rebuilt between the two
+//! counts the sale twice. Recovery corrects such a day ([`reconcile_day`])
+//! once the same difference with Postgres has stood for longer than a sale
+//! takes to be counted.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use edge::pg::{column, Db, Query};
@@ -61,6 +67,60 @@ local union = {'ZUNION', #KEYS}
 for i = 1, #KEYS do table.insert(union, KEYS[i]) end
 table.insert(union, 'WITHSCORES')
 return {1, redis.call(unpack(union))}
+";
+
+/// The day's counts brought in line with Postgres (ARGV: `units`), for the
+/// products whose difference has stood, unchanged, for ARGV[1] ms on Redis'
+/// clock: a difference is first noted in KEYS[2] (`<redis>:<postgres>:<ms>`)
+/// and corrected by a later run that finds exactly it again. A sale counted
+/// meanwhile changes the Redis side, and the note starts over; a sale in
+/// flight (committed, not counted yet) is gone from the difference by the
+/// next run. Replies how many products were corrected. ARGV: the age in ms,
+/// then (product, units) pairs of Postgres' snapshot.
+const RECONCILE_DAY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local settled = tonumber(ARGV[1])
+local postgres, products = {}, {}
+for i = 2, #ARGV, 2 do
+  postgres[ARGV[i]] = tonumber(ARGV[i + 1])
+  products[ARGV[i]] = true
+end
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, product in ipairs(members) do
+  if product ~= '0' then products[product] = true end
+end
+local corrected = 0
+for product in pairs(products) do
+  local in_redis = tonumber(redis.call('ZSCORE', KEYS[1], product) or '0')
+  local in_postgres = postgres[product] or 0
+  if in_redis == in_postgres then
+    redis.call('HDEL', KEYS[2], product)
+  else
+    local seen = in_redis .. ':' .. in_postgres
+    local noted = redis.call('HGET', KEYS[2], product)
+    local noted_seen, noted_at = nil, nil
+    if noted then noted_seen, noted_at = string.match(noted, '^(.*):(%d+)$') end
+    if noted_seen == seen and now - tonumber(noted_at) >= settled then
+      if in_postgres == 0 then
+        redis.call('ZREM', KEYS[1], product)
+      else
+        redis.call('ZADD', KEYS[1], in_postgres, product)
+      end
+      redis.call('HDEL', KEYS[2], product)
+      corrected = corrected + 1
+    elseif noted_seen ~= seen then
+      redis.call('HSET', KEYS[2], product, seen .. ':' .. now)
+    end
+  end
+end
+for _, product in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if not products[product] then redis.call('HDEL', KEYS[2], product) end
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return corrected
 ";
 
 /// Units sold and not refunded per product, of orders paid in `[from, until)`.
@@ -154,9 +214,37 @@ pub fn sold_in_redis(
     ))
 }
 
-fn rebuild_day(db: &Db, redis: &Redis, day: NaiveDate) -> Result<(), Problem> {
+/// Units sold and not refunded per product, of orders paid on UTC `day`.
+fn sold_on(db: &Db, day: NaiveDate) -> Result<Vec<(i64, i64)>, Problem> {
     let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-    let sold = sold_in_postgres(db, start, start + Duration::days(1))?;
+    sold_in_postgres(db, start, start + Duration::days(1))
+}
+
+/// Correct the counts of the days a window can show (today and the 7 before),
+/// against Postgres (see `RECONCILE_DAY`): a difference is corrected once it
+/// has stood for `settled_millis`. Returns how many product counts were corrected.
+pub fn reconcile_days(db: &Db, redis: &Redis, today: NaiveDate, settled_millis: i64) -> Result<i64, Problem> {
+    let mut corrected = 0;
+    for back in 0..8 {
+        let day = today - Duration::days(back);
+        let mut args = vec![RedisParameter::Int64(settled_millis)];
+        for (product_id, units) in sold_on(db, day)? {
+            args.push(RedisParameter::Int64(product_id));
+            args.push(RedisParameter::Int64(units));
+        }
+        let drift = format!("{{popular}}:drift:{}", day.format("%Y-%m-%d"));
+        let reply = Script::new(RECONCILE_DAY)
+            .run(redis, &[&day_key(day), &drift], &args)
+            .map_err(edge::redis::unavailable)?;
+        if let Some(RedisResult::Int64(n)) = reply.first() {
+            corrected += n;
+        }
+    }
+    Ok(corrected)
+}
+
+fn rebuild_day(db: &Db, redis: &Redis, day: NaiveDate) -> Result<(), Problem> {
+    let sold = sold_on(db, day)?;
     let mut args = vec![
         RedisParameter::Int64(DAY_KEY_TTL_SECONDS),
         RedisParameter::Binary(SENTINEL.as_bytes().to_vec()),

@@ -8,6 +8,12 @@
 //! across instances, but it is only an optimisation: each transition is a
 //! conditional update on the order's status, so a second runner (expired
 //! lock, clock skew, a manual run) can never apply a step twice.
+//!
+//! Then the run repairs what a dead process left in Redis (issue 29): coupon
+//! units taken by an issue that never reached Postgres, holders Redis lost,
+//! popular-products counts a sale never made or made twice — each only once
+//! it has stood longer than the work it stands for can take (the pending
+//! timeout), so work still in flight is never undone.
 
 use crate::{confirm, popular, undo, Undo};
 use edge::pg::{column, Db, Query};
@@ -45,7 +51,8 @@ end
 return 0
 ";
 
-/// What one run did (`examined` = the sum of the other three).
+/// What one run did (`examined` = the sum of the other three), and what it
+/// repaired in Redis.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
@@ -53,7 +60,31 @@ pub struct Summary {
     pub rolled_forward: u64,
     pub rolled_back: u64,
     pub skipped: u64,
+    pub repaired: Repaired,
 }
+
+/// What a run repaired in Redis.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Repaired {
+    /// Coupon units given back from issues that died before Postgres recorded them.
+    pub coupon_units_released: i64,
+    /// Coupon holders Postgres recorded that Redis had lost, counted again.
+    pub coupon_holders_recounted: i64,
+    /// Popular-products counts (product and day) brought in line with Postgres.
+    pub popular_counts_corrected: i64,
+}
+
+/// Coupons whose keys may still exist (they outlive the window by a day),
+/// with the quantity and what Postgres counted.
+const LIVE_COUPONS: Query = Query::new(
+    "SELECT id, total_quantity, issued_count FROM coupons
+    WHERE issue_ends_at > now() - interval '2 days' ORDER BY id",
+);
+
+/// Who holds coupon $1, as Postgres recorded it (always one row).
+const HOLDERS: Query =
+    Query::new("SELECT coalesce(array_agg(user_id), '{}') AS users FROM user_coupons WHERE coupon_id = $1");
 
 /// Why a run did not happen or did not finish.
 #[derive(Debug)]
@@ -79,7 +110,7 @@ pub fn run(lock: Lock, pending_timeout_seconds: i64) -> Result<Summary, RunError
         Lock::Take => take_lock()?,
         Lock::Bypass => None,
     };
-    let outcome = resolve_all(pending_timeout_seconds);
+    let outcome = resolve_all(pending_timeout_seconds, held.as_ref().map(|(redis, _)| redis));
     if let Some((redis, token)) = held {
         let released =
             Script::new(RELEASE).run(&redis, &[LOCK_KEY], &[RedisParameter::Binary(token.into_bytes())]);
@@ -145,7 +176,42 @@ fn record(db: &Db, summary: &Summary) {
     );
 }
 
-fn resolve_all(pending_timeout_seconds: i64) -> Result<Summary, Problem> {
+/// Repair Redis from Postgres (see the module doc), on the lock's connection.
+fn repair(db: &Db, redis: &Redis, settled_millis: i64) -> Result<Repaired, Problem> {
+    let mut repaired = Repaired::default();
+    let rows = db.query(&LIVE_COUPONS, &[])?;
+    let coupons = rows
+        .iter()
+        .map(|row| {
+            Ok((
+                column::<i64>(&row, "id")?,
+                column::<i64>(&row, "total_quantity")?,
+                column::<i64>(&row, "issued_count")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, Problem>>()?;
+    for (coupon_id, quantity, issued) in coupons {
+        let allocation = coupon_allocation::Allocation::on(redis, coupon_id);
+        if allocation.agrees(quantity, issued)? {
+            continue;
+        }
+        let holders: Vec<i64> = db
+            .query(&HOLDERS, &[ParameterValue::Int64(coupon_id)])?
+            .first(|row| column::<Vec<Option<i64>>>(row, "users"))?
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .collect();
+        let fixed = allocation.reconcile(&holders, settled_millis)?;
+        repaired.coupon_units_released += fixed.released;
+        repaired.coupon_holders_recounted += fixed.recounted;
+    }
+    let today = chrono::Utc::now().date_naive();
+    repaired.popular_counts_corrected = popular::reconcile_days(db, redis, today, settled_millis)?;
+    Ok(repaired)
+}
+
+fn resolve_all(pending_timeout_seconds: i64, redis: Option<&Redis>) -> Result<Summary, Problem> {
     let db = Db::connect()?;
     let rows = db.query(
         &UNFINISHED,
@@ -179,6 +245,13 @@ fn resolve_all(pending_timeout_seconds: i64) -> Result<Summary, Problem> {
         } else {
             // Resolved meanwhile, or debited since we looked: the next run sees it.
             summary.skipped += 1;
+        }
+    }
+    // Without the lock's connection (Redis down) there is nothing to repair.
+    if let Some(redis) = redis {
+        match repair(&db, redis, pending_timeout_seconds * 1000) {
+            Ok(repaired) => summary.repaired = repaired,
+            Err(problem) => eprintln!("recovery: Redis was not repaired this run: {}", problem.detail),
         }
     }
     record(&db, &summary);

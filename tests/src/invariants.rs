@@ -41,7 +41,7 @@ pub async fn money(db: &tokio_postgres::Client) -> Result<Vec<String>> {
     Ok(violations)
 }
 
-/// Invariant 2 (stock): `0 ≤ reserved ≤ stock`, `initial stock = stock + Σ
+/// Invariant 2 (stock): `0 ≤ reserved ≤ stock`, `initial stock + restocked units = stock + Σ
 /// (quantity − refunded quantity)` over lines of PAID, PARTIALLY_REFUNDED and
 /// REFUNDED orders, and `reserved = Σ quantity held by unfinished orders`
 /// (nothing held by a finished one); only paid lines have refunded units.
@@ -49,8 +49,11 @@ pub async fn stock(db: &tokio_postgres::Client) -> Result<Vec<String>> {
     let rows = db
         .query(
             "SELECT p.id, p.stock, p.reserved, p.initial_stock,
+                    coalesce(restocked.units, 0)::int8 AS restocked,
                     coalesce(sold.units, 0)::int8 AS sold, coalesce(held.units, 0)::int8 AS held
              FROM products p
+             LEFT JOIN (SELECT product_id, sum(quantity) AS units FROM product_restocks GROUP BY product_id) restocked
+                    ON restocked.product_id = p.id
              LEFT JOIN (SELECT i.product_id, sum(i.quantity - i.refunded_quantity) AS units FROM order_items i
                         JOIN orders o ON o.id = i.order_id
                         WHERE o.status IN ('PAID', 'PARTIALLY_REFUNDED', 'REFUNDED') GROUP BY i.product_id) sold
@@ -61,7 +64,7 @@ pub async fn stock(db: &tokio_postgres::Client) -> Result<Vec<String>> {
                         GROUP BY i.product_id) held
                     ON held.product_id = p.id
              WHERE p.reserved < 0 OR p.reserved > p.stock
-                OR p.initial_stock <> p.stock + coalesce(sold.units, 0)
+                OR p.initial_stock + coalesce(restocked.units, 0) <> p.stock + coalesce(sold.units, 0)
                 OR p.reserved <> coalesce(held.units, 0)",
             &[],
         )
@@ -70,11 +73,12 @@ pub async fn stock(db: &tokio_postgres::Client) -> Result<Vec<String>> {
         .iter()
         .map(|r| {
             format!(
-                "product {}: stock {} reserved {} initial {} sold {} held by open orders {}",
+                "product {}: stock {} reserved {} initial {} restocked {} sold {} held by open orders {}",
                 r.get::<_, i64>("id"),
                 r.get::<_, i64>("stock"),
                 r.get::<_, i64>("reserved"),
                 r.get::<_, i64>("initial_stock"),
+                r.get::<_, i64>("restocked"),
                 r.get::<_, i64>("sold"),
                 r.get::<_, i64>("held")
             )

@@ -2,7 +2,8 @@
 //! them back; §8: the owner's cancel and an admin's partial refund. The steps
 //! and the refund statement live in `order-flow`, shared with recovery.
 
-use commerce::order::{price, OrderStatus, PricingError};
+use commerce::idempotency::IdempotencyKey;
+use commerce::order::{self, price, OrderStatus, PricingError};
 use commerce::page::split_page;
 use commerce::refund::RefundRequest;
 use commerce::{ErrorCode, Rejection};
@@ -21,6 +22,7 @@ use order_flow::refund::{self as refunds, Asker, Outcome, Refunded};
 use order_flow::view::{self, Item, PaidOrder, Select};
 use order_flow::{Created, Failpoints, NewOrder, StepError, Undo};
 use serde::Serialize;
+use sold_out_gate::Gates;
 use spin_sdk::http::{IncomingRequest, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
@@ -53,22 +55,44 @@ fn place_order(req: &Request, _: &Params) -> ApiResult {
     let caller = auth::authenticate(req)?;
     let key = idempotency::key_of(req)?;
     let request = json_body::<OrderBody>(req)?.into_order_request()?;
+    let lines: Vec<(i64, i64)> = request.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
+    // The validated request (lines sorted by product), so line order does not matter.
+    let canonical = (&lines, request.user_coupon_id);
+    let fingerprint = idempotency::fingerprint(PLACE_ROUTE, &canonical);
+    // The sold-out gate (SPEC §4), before Postgres is touched: a product
+    // Postgres was just short of is refused from Redis, with no order written.
+    let redis = edge::redis::connect();
+    let gates = redis.as_ref().ok().and_then(|redis| Gates::read(redis, &lines));
+    let now_millis = chrono::Utc::now().timestamp_millis();
+    if let (Ok(redis), Some(product_id)) = (&redis, gates.as_ref().and_then(|g| g.refused(now_millis))) {
+        return refuse_sold_out(redis, &caller, &key, &fingerprint, product_id);
+    }
     let db = Db::connect()?;
     // Prices are read before the key is claimed: an order too large to price
     // is a 400 and, like every validation error, is not stored.
-    let prices = order_flow::prices(&db, &request)?;
-    let priced = match price(&request, &prices) {
+    let catalogue = order_flow::catalogue(&db, caller.user_id, key.as_str(), &request)?;
+    if let (Ok(redis), Some(gates)) = (&redis, &gates) {
+        if gates.records_unmarked() {
+            let retention_millis = idempotency::RETENTION_SECONDS * 1000;
+            gates.mark_records_complete(redis, catalogue.newest_order_ms, now_millis, retention_millis);
+        }
+    }
+    let priced = match price(&request, &catalogue.prices) {
         Ok(priced) => Ok(priced),
         Err(PricingError::UnknownProduct(id)) => Err(id),
         Err(PricingError::Overflow(rejection)) => return Err(rejection.into()),
     };
-    // The validated request (lines sorted by product), so line order does not matter.
-    let canonical: (Vec<(i64, i64)>, Option<i64>) = (
-        request.lines.iter().map(|l| (l.product_id, l.quantity)).collect(),
-        request.user_coupon_id,
-    );
-    let fingerprint = idempotency::fingerprint(PLACE_ROUTE, &canonical);
-    match idempotency::claim(&caller, PLACE_ROUTE, key, fingerprint)? {
+    // Postgres has fewer units than this order needs: refused as at the
+    // gate, without writing an order, and the gate closes behind it.
+    let failpoints = Failpoints::from_header(req.header_str("x-failpoint"));
+    if let (Ok(_), Some(product_id), Ok(redis)) = (&priced, catalogue.short_of(&request), &redis) {
+        failpoints.hang_if_armed("before-close");
+        if let Some(gates) = &gates {
+            gates.close(redis, product_id);
+        }
+        return refuse_sold_out(redis, &caller, &key, &fingerprint, product_id);
+    }
+    match idempotency::claim_on(redis, &caller, PLACE_ROUTE, key, fingerprint)? {
         Claim::Answered(response) => Ok(response),
         Claim::Owned(owned) => {
             let new = NewOrder {
@@ -77,75 +101,113 @@ fn place_order(req: &Request, _: &Params) -> ApiResult {
                 fingerprint: &owned.fingerprint,
                 request: &request,
             };
-            let failpoints = Failpoints::from_header(req.header_str("x-failpoint"));
-            let outcome = place(
-                &db,
-                &new,
-                priced.as_ref().map_err(|id| *id),
-                &failpoints,
-                owned.redis(),
-            );
+            let placing = Placing {
+                db: &db,
+                new: &new,
+                priced: priced.as_ref().map_err(|id| *id),
+                failpoints: &failpoints,
+                redis: owned.redis(),
+                gates: gates.as_ref(),
+            };
+            let outcome = placing.place();
             Ok(owned.finish(outcome))
         }
     }
 }
 
-/// Run the steps; every outcome becomes the answer to store for this key.
-fn place(
-    db: &Db,
-    new: &NewOrder<'_>,
-    priced: Result<&commerce::order::Priced, i64>,
-    failpoints: &Failpoints,
-    redis: Option<&Redis>,
+/// `409 OUT_OF_STOCK` for `product_id` with no order written, kept as the
+/// key's answer (or the key's earlier answer, if it has one).
+fn refuse_sold_out(
+    redis: &Redis,
+    caller: &Caller,
+    key: &IdempotencyKey,
+    fingerprint: &str,
+    product_id: i64,
 ) -> ApiResult {
-    let order_id = match order_flow::create(db, new, priced)? {
-        Created::Pending(id) => {
-            edge::observe::set_order(id);
-            id
-        }
-        Created::Failed(_, rejection, product_id) => return Err(business(&rejection, Some(product_id))),
-        Created::Duplicate => return answer_from_postgres(db, new),
-    };
-    let priced = priced.expect("a pending order was priced");
-    // With webhooks on, the confirm leases the order.paid it writes for the
-    // first attempt, right after the answer.
-    let lease = outbox::Lease::when_on();
-    match order_flow::pay(
-        db,
-        order_id,
-        new.user_id,
-        new.request,
-        priced,
-        failpoints,
-        lease.as_ref(),
-    ) {
-        Ok(paid) => {
-            failpoints.crash_if_armed("after-confirm");
-            let lines: Vec<(i64, i64)> = priced.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
-            order_flow::popular::count_sale(paid.paid_at, &lines, redis);
-            if let (Some(lease), Some(event)) = (lease, paid.event) {
-                lease.deliver_after_response(event);
+    let refusal = business(&order::out_of_stock(product_id), Some(product_id));
+    idempotency::answer_once(redis, caller, PLACE_ROUTE, key, fingerprint, refusal)
+}
+
+/// One order being placed under its claimed key.
+struct Placing<'a> {
+    db: &'a Db,
+    new: &'a NewOrder<'a>,
+    priced: Result<&'a commerce::order::Priced, i64>,
+    failpoints: &'a Failpoints,
+    /// The claim's connection (`None` when Redis was unavailable).
+    redis: Option<&'a Redis>,
+    /// The sold-out gates as read before Postgres (`None` without Redis).
+    gates: Option<&'a Gates>,
+}
+
+impl Placing<'_> {
+    /// Run the steps; every outcome becomes the answer to store for this key.
+    fn place(&self) -> ApiResult {
+        let (db, new) = (self.db, self.new);
+        let order_id = match order_flow::create(db, new, self.priced)? {
+            Created::Pending(id) => {
+                edge::observe::set_order(id);
+                id
             }
-            let items: Vec<Item> = priced.lines.iter().map(Item::priced).collect();
-            let body = PaidOrder::new(
-                order_id,
-                &items,
-                priced.total,
-                paid.discount,
-                paid.balance,
-                paid.paid_at,
-            );
-            Ok(created(order_id, &body))
-        }
-        Err(StepError::Business(rejection, product_id)) => {
-            match order_flow::undo(db, order_id, Undo::Fail(&rejection, product_id)) {
-                Ok(true) => Err(business(&rejection, product_id)),
-                Ok(false) => current_state(db, new.user_id, order_id),
-                Err(problem) => Ok(hold(db, order_id, &problem.detail)),
+            Created::Failed(_, rejection, product_id) => return Err(business(&rejection, Some(product_id))),
+            Created::Duplicate => return answer_from_postgres(db, new),
+        };
+        let priced = self.priced.expect("a pending order was priced");
+        // With webhooks on, the confirm leases the order.paid it writes for the
+        // first attempt, right after the answer.
+        let lease = outbox::Lease::when_on();
+        match order_flow::pay(
+            db,
+            order_id,
+            new.user_id,
+            new.request,
+            priced,
+            self.failpoints,
+            lease.as_ref(),
+        ) {
+            Ok(paid) => {
+                self.failpoints.crash_if_armed("after-confirm");
+                let lines: Vec<(i64, i64)> =
+                    priced.lines.iter().map(|l| (l.product_id, l.quantity)).collect();
+                order_flow::popular::count_sale(paid.paid_at, &lines, self.redis);
+                if let (Some(lease), Some(event)) = (lease, paid.event) {
+                    lease.deliver_after_response(event);
+                }
+                let items: Vec<Item> = priced.lines.iter().map(Item::priced).collect();
+                let body = PaidOrder::new(
+                    order_id,
+                    &items,
+                    priced.total,
+                    paid.discount,
+                    paid.balance,
+                    paid.paid_at,
+                );
+                Ok(created(order_id, &body))
             }
+            Err(StepError::Business(rejection, product_id)) => self.fail(order_id, &rejection, product_id),
+            Err(StepError::Infrastructure(problem)) => Ok(hold(db, order_id, &problem.detail)),
+            Err(StepError::Superseded) => current_state(db, new.user_id, order_id),
         }
-        Err(StepError::Infrastructure(problem)) => Ok(hold(db, order_id, &problem.detail)),
-        Err(StepError::Superseded) => current_state(db, new.user_id, order_id),
+    }
+
+    /// A business rule refused the order: undo it (`FAILED`), reopen the
+    /// gates of the units it gave back, and close the gate of a product the
+    /// reserve found short.
+    fn fail(&self, order_id: i64, rejection: &Rejection, product_id: Option<i64>) -> ApiResult {
+        match order_flow::undo(self.db, order_id, Undo::Fail(rejection, product_id)) {
+            Ok(Some(released)) => {
+                self.failpoints.crash_if_armed("after-undo");
+                sold_out_gate::reopen_logged(self.redis, &released);
+                if let (ErrorCode::OutOfStock, Some(short), Some(redis), Some(gates)) =
+                    (rejection.code, product_id, self.redis, self.gates)
+                {
+                    gates.close(redis, short);
+                }
+                Err(business(rejection, product_id))
+            }
+            Ok(None) => current_state(self.db, self.new.user_id, order_id),
+            Err(problem) => Ok(hold(self.db, order_id, &problem.detail)),
+        }
     }
 }
 
@@ -430,6 +492,9 @@ fn refund_done(order_id: i64, refunded: &Refunded, redis: Option<&Redis>) {
         }),
     );
     take_off_popular(refunded, redis);
+    // The refunded units are back in stock: orderable again at once.
+    let products: Vec<i64> = refunded.refund.items.iter().map(|item| item.product_id).collect();
+    sold_out_gate::reopen_logged(redis, &products);
     outbox::deliver_after_response(outbox::Scope::Order(order_id));
 }
 

@@ -45,9 +45,51 @@ impl NewProduct {
     }
 }
 
+/// The most units one restock may add (SPEC §2).
+pub const MAX_RESTOCK: i64 = 1_000_000;
+
+/// A validated number of units to add to a product: 1 to [`MAX_RESTOCK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restock(i64);
+
+impl Restock {
+    pub fn new(quantity: i64) -> Result<Restock, Rejection> {
+        if !(1..=MAX_RESTOCK).contains(&quantity) {
+            return Err(Rejection::invalid(
+                "quantity",
+                format!("must be 1 to {MAX_RESTOCK} units"),
+            ));
+        }
+        Ok(Restock(quantity))
+    }
+
+    pub fn quantity(self) -> i64 {
+        self.0
+    }
+}
+
+/// A restock the stock counter cannot hold (a product created with a stock
+/// near the largest number): the client's input, so a `400`.
+pub fn restock_overflows() -> Rejection {
+    Rejection::invalid(
+        "quantity",
+        "would take the product's stock past the largest number it can hold",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restocks_are_one_to_a_million_units() {
+        assert_eq!(Restock::new(1).map(Restock::quantity), Ok(1));
+        assert_eq!(Restock::new(MAX_RESTOCK).map(Restock::quantity), Ok(MAX_RESTOCK));
+        for quantity in [0, -1, MAX_RESTOCK + 1, i64::MIN, i64::MAX] {
+            let err = Restock::new(quantity).unwrap_err();
+            assert!(err.detail.starts_with("quantity"), "{}", err.detail);
+        }
+    }
 
     #[test]
     fn accepts_boundaries() {

@@ -14,7 +14,7 @@
 
 use commerce::coupon::{CouponInput, NewCoupon};
 use commerce::order::{Line, OrderRequest};
-use commerce::product::NewProduct;
+use commerce::product::{NewProduct, Restock};
 use commerce::refund::RefundRequest;
 use commerce::wallet::ChargeAmount;
 use commerce::Rejection;
@@ -46,6 +46,7 @@ macro_rules! objects_only {
 objects_only!(
     ChargeBody,
     CreateProductBody,
+    RestockBody,
     CreateCouponBody,
     OrderBody,
     LineBody,
@@ -84,6 +85,19 @@ pub struct CreateProductBody {
 impl CreateProductBody {
     pub fn into_new_product(self) -> Result<NewProduct, Rejection> {
         NewProduct::new(self.name, self.price, self.stock)
+    }
+}
+
+/// `POST /api/v1/admin/products/{id}/restock`.
+#[derive(Debug, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct RestockBody {
+    pub quantity: i64,
+}
+
+impl RestockBody {
+    pub fn into_restock(self) -> Result<Restock, Rejection> {
+        Restock::new(self.quantity)
     }
 }
 

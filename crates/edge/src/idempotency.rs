@@ -29,7 +29,7 @@ use spin_sdk::redis::RedisParameter;
 /// How long an in-flight claim blocks its key if its request never finishes.
 const LEASE_MILLIS: i64 = 60_000;
 /// How long a final response is kept for replay.
-const RETENTION_SECONDS: i64 = 24 * 60 * 60;
+pub const RETENTION_SECONDS: i64 = 24 * 60 * 60;
 
 /// One key, one effect: the first request takes the key; everyone else reads
 /// what is there (an in-flight claim or a final response).
@@ -48,6 +48,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+";
+
+/// Keep a final answer decided without claiming the key (nothing was done:
+/// the sold-out gate's refusal), unless the key already has a record, which
+/// is returned to be answered instead.
+const ANSWER_ONCE: &str = r"
+local existing = redis.call('GET', KEYS[1])
+if existing then return existing end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
 ";
 
 /// Give the key back after a failure with no effect, only if the claim is ours.
@@ -108,13 +118,21 @@ pub fn claim(
     key: IdempotencyKey,
     fingerprint: String,
 ) -> Result<Claim, Problem> {
-    let redis_key = format!(
-        "idem:{route}:{}:{}",
-        caller.user_id,
-        hex(&Sha256::digest(key.as_str().as_bytes()))
-    );
+    claim_on(crate::redis::connect(), caller, route, key, fingerprint)
+}
+
+/// [`claim`] on a Redis connection the request already opened (or the
+/// failure to open one).
+pub fn claim_on(
+    redis: Result<Redis, Problem>,
+    caller: &Caller,
+    route: &str,
+    key: IdempotencyKey,
+    fingerprint: String,
+) -> Result<Claim, Problem> {
+    let redis_key = redis_key(caller, route, &key);
     let in_flight = format!("v1 inflight {fingerprint} {}", crate::redis::random_token());
-    let claimed = crate::redis::connect().and_then(|redis| {
+    let claimed = redis.and_then(|redis| {
         let reply = Script::new(CLAIM)
             .run(
                 &redis,
@@ -146,6 +164,61 @@ pub fn claim(
             }))
         }
     }
+}
+
+/// Answer `refusal`, a business answer decided without claiming the key and
+/// without any effect, and keep it as the key's answer — unless the key
+/// already has one (a replay, `409 REQUEST_IN_PROGRESS` or `422`), which is
+/// answered instead. If Redis fails the refusal is answered unkept: with no
+/// effect behind it, a retry is simply decided again.
+pub fn answer_once(
+    redis: &Redis,
+    caller: &Caller,
+    route: &str,
+    key: &IdempotencyKey,
+    fingerprint: &str,
+    refusal: Problem,
+) -> Result<Response, Problem> {
+    let response = refusal.into_response();
+    let kept = Script::new(ANSWER_ONCE).run(
+        redis,
+        &[&redis_key(caller, route, key)],
+        &[
+            RedisParameter::Binary(record(fingerprint, &response)),
+            RedisParameter::Int64(RETENTION_SECONDS),
+        ],
+    );
+    match kept {
+        Ok(reply) => match reply.first().and_then(text) {
+            Some(existing) => answer_existing(&existing, fingerprint),
+            None => Ok(response),
+        },
+        Err(e) => {
+            eprintln!("could not keep a refusal for its key (a retry decides again): {e:?}");
+            Ok(response)
+        }
+    }
+}
+
+/// The Redis key of (user, route, key); the client's key is hashed, so any
+/// visible ASCII is a safe key name.
+fn redis_key(caller: &Caller, route: &str, key: &IdempotencyKey) -> String {
+    format!(
+        "idem:{route}:{}:{}",
+        caller.user_id,
+        hex(&Sha256::digest(key.as_str().as_bytes()))
+    )
+}
+
+/// A final answer as kept for replays: its header line, then its body.
+fn record(fingerprint: &str, response: &Response) -> Vec<u8> {
+    let content_type = response
+        .header("content-type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("application/json");
+    let mut record = format!("v1 done {fingerprint} {} {content_type}\n", response.status()).into_bytes();
+    record.extend_from_slice(response.body());
+    record
 }
 
 /// What to answer when the key is already taken.
@@ -213,7 +286,6 @@ impl Owned {
         let Some((redis, redis_key, in_flight)) = self.redis else {
             return response;
         };
-        let status = *response.status();
         // A replay built from Postgres is already a final answer; storing it is harmless.
         let result = if not_final {
             Script::new(RELEASE).run(
@@ -222,19 +294,12 @@ impl Owned {
                 &[RedisParameter::Binary(in_flight.into_bytes())],
             )
         } else {
-            let content_type = response
-                .header("content-type")
-                .and_then(|v| v.as_str())
-                .unwrap_or("application/json")
-                .to_owned();
-            let mut record = format!("v1 done {} {status} {content_type}\n", self.fingerprint).into_bytes();
-            record.extend_from_slice(response.body());
             Script::new(COMPLETE).run(
                 &redis,
                 &[&redis_key],
                 &[
                     RedisParameter::Binary(in_flight.into_bytes()),
-                    RedisParameter::Binary(record),
+                    RedisParameter::Binary(record(&self.fingerprint, &response)),
                     RedisParameter::Int64(RETENTION_SECONDS),
                 ],
             )

@@ -6,16 +6,24 @@
 //! `x-failpoint` header: `after-debit` fails like a store would (the order is
 //! held), `crash:after-debit` traps like a dying process (the order stays
 //! `PENDING` until recovery finds it), `crash:after-confirm` traps once the
-//! order is paid and before its sale is counted for popular products, and
-//! `bypass-recovery-lock` makes an admin recovery run ignore the lock.
+//! order is paid and before its sale is counted for popular products,
+//! `crash:after-undo` traps once a refused order gave its units back and
+//! before its products' sold-out gates reopen, `hang:<point>` stops there
+//! for [`HANG`] (a request caught mid-way), and `bypass-recovery-lock` makes
+//! an admin recovery run ignore the lock. Several points are armed with
+//! commas between them.
 
 use crate::StepError;
 
-/// The failure point armed for one request.
+/// How long a `hang:<point>` stops the request.
+#[cfg(feature = "failpoints")]
+const HANG: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// The failure points armed for one request.
 #[derive(Debug, Clone, Default)]
 pub struct Failpoints {
     #[cfg(feature = "failpoints")]
-    armed: Option<String>,
+    armed: Vec<String>,
 }
 
 impl Failpoints {
@@ -23,7 +31,22 @@ impl Failpoints {
     pub fn from_header(#[allow(unused_variables)] value: Option<&str>) -> Failpoints {
         Failpoints {
             #[cfg(feature = "failpoints")]
-            armed: value.map(str::to_owned),
+            armed: value
+                .map(|v| v.split(',').map(|point| point.trim().to_owned()).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    #[cfg(feature = "failpoints")]
+    fn armed(&self, failpoint: &str) -> bool {
+        self.armed.iter().any(|armed| armed == failpoint)
+    }
+
+    /// Stop here for a while if `hang:<point>` is armed.
+    pub fn hang_if_armed(&self, #[allow(unused_variables)] point: &str) {
+        #[cfg(feature = "failpoints")]
+        if self.armed(&format!("hang:{point}")) {
+            std::thread::sleep(HANG);
         }
     }
 
@@ -31,7 +54,7 @@ impl Failpoints {
     /// the conditional updates alone keep two runners from doubling a step.
     pub fn recovery_lock(&self) -> crate::recovery::Lock {
         #[cfg(feature = "failpoints")]
-        if self.armed.as_deref() == Some("bypass-recovery-lock") {
+        if self.armed("bypass-recovery-lock") {
             return crate::recovery::Lock::Bypass;
         }
         crate::recovery::Lock::Take
@@ -41,22 +64,20 @@ impl Failpoints {
     /// points after the last step, where there is nothing left to fail).
     pub fn crash_if_armed(&self, #[allow(unused_variables)] point: &str) {
         #[cfg(feature = "failpoints")]
-        if self.armed.as_deref().and_then(|a| a.strip_prefix("crash:")) == Some(point) {
+        if self.armed(&format!("crash:{point}")) {
             panic!("failpoint crash:{point}");
         }
     }
 
-    /// Fail here if this point is armed.
-    pub fn check(&self, #[allow(unused_variables)] point: &str) -> Result<(), StepError> {
+    /// Fail here if this point is armed (after hanging, if that is armed).
+    pub fn check(&self, point: &str) -> Result<(), StepError> {
+        self.hang_if_armed(point);
+        self.crash_if_armed(point);
         #[cfg(feature = "failpoints")]
-        match self.armed.as_deref() {
-            Some(armed) if armed == point => {
-                return Err(StepError::Infrastructure(edge::Problem::unavailable(format!(
-                    "failpoint {point}"
-                ))))
-            }
-            Some(armed) if armed.strip_prefix("crash:") == Some(point) => panic!("failpoint crash:{point}"),
-            _ => {}
+        if self.armed(point) {
+            return Err(StepError::Infrastructure(edge::Problem::unavailable(format!(
+                "failpoint {point}"
+            ))));
         }
         Ok(())
     }

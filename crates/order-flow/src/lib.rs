@@ -34,8 +34,18 @@ use edge::Problem;
 use spin_sdk::pg4::ParameterValue;
 use std::collections::HashMap;
 
-/// Prices of the requested products that exist (a read; snapshots are taken from it).
-const PRICES: Query = Query::new("SELECT id, price FROM products WHERE id = ANY($1)");
+/// Prices of the requested products that exist (a read; snapshots are taken
+/// from it), with what the sold-out gate needs to refuse without writing:
+/// the units left (the reserve stays the guard), whether the key already
+/// made an order (invariant 5: such a key is answered with that order), and
+/// the newest order's time (from which Redis can answer for every key).
+const PRICES: Query = Query::new(
+    "SELECT id, price, stock - reserved AS available,
+            EXISTS (SELECT 1 FROM orders WHERE user_id = $2 AND idempotency_key = $3) AS keyed,
+            (SELECT (extract(epoch FROM created_at) * 1000)::int8 FROM orders ORDER BY id DESC LIMIT 1)
+                AS newest_order_ms
+    FROM products WHERE id = ANY($1)",
+);
 
 /// Step 1. Invariant 5: one key, one order (`one_order_per_key`). The order
 /// and its lines are written together; an unknown product ends it `FAILED`
@@ -213,7 +223,7 @@ const UNDO: Query = Query::with(
         UPDATE user_coupons uc SET status = 'ISSUED', order_id = NULL, used_at = NULL
         FROM ended WHERE ended.coupon_applied AND uc.id = ended.user_coupon_id AND uc.order_id = $1
     )",
-    "SELECT id FROM ended",
+    "SELECT reserved_products FROM ended",
 );
 
 /// 4-5: an infrastructure failure interrupted the steps; recovery resolves it.
@@ -243,16 +253,65 @@ impl From<Problem> for StepError {
     }
 }
 
-/// Current prices of the requested products that exist.
-pub fn prices(db: &Db, request: &OrderRequest) -> Result<HashMap<i64, i64>, Problem> {
+/// The requested products that exist, as read before the order is written.
+pub struct Catalogue {
+    /// Each product's current price.
+    pub prices: HashMap<i64, i64>,
+    /// Each product's units left to order (stock not reserved).
+    available: HashMap<i64, i64>,
+    /// Whether the request's key already made an order.
+    keyed: bool,
+    /// When (Unix ms) the newest order was made, if there is one.
+    pub newest_order_ms: Option<i64>,
+}
+
+impl Catalogue {
+    /// The first product (in the request's product-id order) with fewer
+    /// units left than the request needs, if the key made no order yet: the
+    /// reserve would refuse it. A key that made an order is answered with
+    /// that order, never refused here.
+    pub fn short_of(&self, request: &OrderRequest) -> Option<i64> {
+        if self.keyed {
+            return None;
+        }
+        request
+            .lines
+            .iter()
+            .find(|line| {
+                self.available
+                    .get(&line.product_id)
+                    .is_some_and(|left| *left < line.quantity)
+            })
+            .map(|line| line.product_id)
+    }
+}
+
+/// Current prices and units left of the requested products that exist, read
+/// for `user_id`'s order with `key`.
+pub fn catalogue(db: &Db, user_id: i64, key: &str, request: &OrderRequest) -> Result<Catalogue, Problem> {
     let ids: Vec<i64> = request.lines.iter().map(|l| l.product_id).collect();
     let rows = db.query(
         &PRICES,
-        &[ParameterValue::ArrayInt64(ids.into_iter().map(Some).collect())],
+        &[
+            ParameterValue::ArrayInt64(ids.into_iter().map(Some).collect()),
+            ParameterValue::Int64(user_id),
+            ParameterValue::Str(key.to_owned()),
+        ],
     )?;
-    rows.iter()
-        .map(|row| Ok((column(&row, "id")?, column(&row, "price")?)))
-        .collect()
+    let mut catalogue = Catalogue {
+        prices: HashMap::new(),
+        available: HashMap::new(),
+        keyed: false,
+        newest_order_ms: None,
+    };
+    for row in rows.iter() {
+        let id = column(&row, "id")?;
+        catalogue.prices.insert(id, column(&row, "price")?);
+        catalogue.available.insert(id, column(&row, "available")?);
+        catalogue.keyed = column(&row, "keyed")?;
+        catalogue.newest_order_ms = column(&row, "newest_order_ms")?;
+    }
+    Ok(catalogue)
 }
 
 /// Who is ordering what, with which key.
@@ -504,9 +563,10 @@ pub fn confirm(db: &Db, order_id: i64, lease: Option<&outbox::Lease>) -> Result<
 }
 
 /// End an order that did not pay: `FAILED` with its reason, or `CANCELLED`
-/// by recovery. Releases its stock and coupon. `false` if it was not ended
+/// by recovery. Releases its stock and coupon; returns the products whose
+/// units came back (for their sold-out gates), or `None` if it was not ended
 /// (already final, or already debited — those roll forward instead).
-pub fn undo(db: &Db, order_id: i64, outcome: Undo<'_>) -> Result<bool, Problem> {
+pub fn undo(db: &Db, order_id: i64, outcome: Undo<'_>) -> Result<Option<Vec<i64>>, Problem> {
     let (status, code, detail, product) = match outcome {
         Undo::Fail(rejection, product) => (
             OrderStatus::Failed,
@@ -528,7 +588,10 @@ pub fn undo(db: &Db, order_id: i64, outcome: Undo<'_>) -> Result<bool, Problem> 
         detail,
         product,
     ];
-    Ok(!db.query(&UNDO, &params)?.is_empty())
+    let released = db
+        .query(&UNDO, &params)?
+        .first(|row| column::<Vec<Option<i64>>>(row, "reserved_products"))?;
+    Ok(released.map(|products| products.into_iter().flatten().collect()))
 }
 
 /// How an unpaid order ends.

@@ -240,7 +240,8 @@ fn resolve_all(pending_timeout_seconds: i64, redis: Option<&Redis>) -> Result<Su
                 }
                 None => summary.skipped += 1,
             }
-        } else if undo(&db, order_id, Undo::Cancel)? {
+        } else if let Some(released) = undo(&db, order_id, Undo::Cancel)? {
+            sold_out_gate::reopen_logged(redis, &released);
             summary.rolled_back += 1;
         } else {
             // Resolved meanwhile, or debited since we looked: the next run sees it.

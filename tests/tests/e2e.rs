@@ -98,6 +98,7 @@ e2e! {
         restocks_refuse_what_a_careful_client_would_not_send,
         units_that_come_back_are_ordered_again_within_a_second,
         a_mix_of_storms_releases_refunds_restocks_and_a_redis_flush_never_oversells,
+        a_key_that_made_an_order_is_never_refused_at_the_gate,
     ],
     cron: [
         a_deadlocked_order_is_held_and_the_cron_trigger_resolves_it,

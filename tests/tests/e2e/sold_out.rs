@@ -493,3 +493,45 @@ pub(super) async fn a_mix_of_storms_releases_refunds_restocks_and_a_redis_flush_
     }
     check_invariants(&app).await;
 }
+
+/// A gate's refusal is kept as its key's answer, so it must never answer a
+/// key that already made an order: after Redis lost every key (and with them
+/// its records of which keys made orders), a repeat of a paid order's key is
+/// answered with that order from Postgres — while the product is sold out
+/// and its gate closed again — and the refusals go on writing nothing.
+pub(super) async fn a_key_that_made_an_order_is_never_refused_at_the_gate(runtime: Runtime) {
+    let app = start(&runtime, 1, &[]).await;
+    let product = new_product(&app, 1_000, 2).await;
+    fund(&app, 1, 10_000).await;
+    fund(&app, 2, 10_000).await;
+    let body = json!({"items": [line(product, 1)]});
+    let paid = order(&app, 1, "paid-before", body.clone()).await;
+    assert_eq!(paid.status, 201, "{}", paid.text);
+    paid_order(&app, 2, "last-unit", body.clone()).await;
+
+    forget_redis(&app);
+    // Sold out: the gate closes again, from Postgres.
+    for user in 3..=6 {
+        order(&app, user, "too-late", body.clone())
+            .await
+            .assert_problem(409, "OUT_OF_STOCK");
+    }
+    let gate: bool = app
+        .redis()
+        .unwrap()
+        .exists(app.redis_key(&format!("{{soldout}}:{product}")))
+        .unwrap();
+    assert!(gate, "the gate closed again");
+    let before = orders_written(&app).await;
+
+    let repeat = order(&app, 1, "paid-before", body.clone()).await;
+    assert_eq!(repeat.status, 201, "{}", repeat.text);
+    assert_eq!(repeat.header("idempotent-replayed"), Some("true"));
+    assert_eq!(repeat.body["orderId"], paid.body["orderId"]);
+    order(&app, 7, "new-key", body)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+    let (count, _) = orders_written(&app).await;
+    assert_eq!(count, before.0, "no order written");
+    check_invariants(&app).await;
+}

@@ -383,6 +383,56 @@ async fn real_responses_match_the_served_openapi_document() {
     ] {
         check("POST", "/api/v1/admin/orders/{id}/refunds", &reply);
     }
+    let restock = |product: i64| format!("/api/v1/admin/products/{product}/restock");
+    let restocked = post(
+        restock(id),
+        admin.clone(),
+        Some("s1"),
+        Some(json!({"quantity": 5})),
+    )
+    .await;
+    assert_eq!(restocked.status, 200, "{}", restocked.text);
+    check("POST", "/api/v1/admin/products/{id}/restock", &restocked);
+    for reply in [
+        post(
+            restock(id),
+            admin.clone(),
+            Some("s1"),
+            Some(json!({"quantity": 5})),
+        )
+        .await,
+        post(
+            restock(id),
+            admin.clone(),
+            Some("s1"),
+            Some(json!({"quantity": 6})),
+        )
+        .await,
+        post(
+            restock(987654),
+            admin.clone(),
+            Some("s2"),
+            Some(json!({"quantity": 5})),
+        )
+        .await,
+        post(
+            restock(id),
+            admin.clone(),
+            Some("s3"),
+            Some(json!({"quantity": 0})),
+        )
+        .await,
+        post(restock(id), admin.clone(), None, Some(json!({"quantity": 5}))).await,
+        post(
+            restock(id),
+            user.clone(),
+            Some("s4"),
+            Some(json!({"quantity": 5})),
+        )
+        .await,
+    ] {
+        check("POST", "/api/v1/admin/products/{id}/restock", &reply);
+    }
     check(
         "GET",
         "/api/v1/orders/{id}",

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 
@@ -552,6 +553,58 @@ def workload_orders_with_webhooks(app, scale, products):
     return result
 
 
+def workload_sold_out(app, scale, restock=False):
+    """A limited drop (SPEC §4, the sold-out gate): `order_requests` orders
+    of one unit of one product that has SOLD_OUT_UNITS; the first ones are
+    sold, the rest refused `409 OUT_OF_STOCK`, after the gate closes from
+    Redis with no order written. With `restock`, an admin puts
+    RESTOCK_UNITS back every RESTOCK_EVERY_S while the storm runs: each batch
+    must be sold again (demand exceeds supply throughout)."""
+    seed_orders(app, products=1, users=1000, coupons=0, stock=SOLD_OUT_UNITS)
+    n = len(app.hosts)
+    tokens = [tokens_file(range(1 + i, 1001, n)) for i in range(n)]
+    total = scale["order_requests"]
+    storming = threading.Event()
+    restocks = []
+
+    def restocker():
+        admin = token(1, "admin")
+        while not storming.wait(RESTOCK_EVERY_S):
+            key = f"bench-restock-{len(restocks)}"
+            try:
+                http(app.hosts[len(restocks) % n].url, "POST", "/api/v1/admin/products/1/restock", admin,
+                     {"quantity": RESTOCK_UNITS}, key=key)
+                restocks.append("201")
+            except RuntimeError as error:
+                restocks.append(str(error))
+
+    thread = threading.Thread(target=restocker, daemon=True) if restock else None
+    if thread:
+        thread.start()
+    try:
+        result = wrk([h.url for h in app.hosts], "order.lua", lambda i: [tokens[i], total // (2 * n), 1],
+                     connections=scale["connections"])
+    finally:
+        storming.set()
+        if thread:
+            thread.join()
+    # Let the last restock's units be bought by no one: the storm is over.
+    restocked = int(app.sql("SELECT coalesce(sum(quantity), 0) FROM product_restocks"))
+    sold = int(app.sql("SELECT coalesce(sum(quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id "
+                       "WHERE o.status = 'PAID'"))
+    written = int(app.sql("SELECT count(*) FROM orders"))
+    stock = int(app.sql("SELECT stock FROM products WHERE id = 1"))
+    result["check"] = {"units": SOLD_OUT_UNITS, "restocked": restocked,
+                       "restock_failures": [s for s in restocks if s != "201"],
+                       "sold": sold, "orders_written": written, "stock_left": stock}
+    # Nothing oversold, nothing left unsold that a buyer asked for before the
+    # storm ended (a restock landing in the storm's last instant may stay).
+    left_allowed = RESTOCK_UNITS if restock else 0
+    result["ok_extra"] = (sold + stock == SOLD_OUT_UNITS + restocked and stock <= left_allowed
+                          and all(s == "201" for s in restocks))
+    return result
+
+
 def seed_paid_orders(app, orders):
     """`orders` PAID orders, one per user (order id = user id), of 4 units of
     product 1 + id % 100 at 1,000 KRW, with their payments, wallets and stock
@@ -757,8 +810,10 @@ def facts(host_binary):
     wasmtime = re.search(r'name = "wasmtime"\nversion = "([^"]+)"', lock).group(1)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     memory = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
-    sizes = {name: os.path.getsize(os.path.join(ROOT, "target/wasm32-wasip2/release", f"{name}.wasm"))
-             for name in ["products", "wallet", "coupon", "order", "popular", "recovery", "ops"]}
+    with open(os.path.join(ROOT, "spin.toml"), "rb") as manifest:
+        components = tomllib.load(manifest)["component"]
+    sizes = {name: os.path.getsize(os.path.join(ROOT, component["source"]))
+             for name, component in components.items()}
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(int(memory) / 1024 / 1024, 1),
@@ -769,12 +824,19 @@ def facts(host_binary):
     }
 
 
+def selected(args, name):
+    """Whether `--only` asks for the workload or part `name`: it names part
+    of it, or one of its '|'-separated alternatives does."""
+    return not args.only or any(part in name for part in args.only.split("|"))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="tiny counts, one run, correctness only (CI)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--host", default=os.path.join(ROOT, "target/host-release/edge-host"))
-    parser.add_argument("--only", help="run only the workloads whose name contains this (no raw limits, no report)")
+    parser.add_argument("--only", help="run only the workloads whose name contains this, or one of "
+                                       "several separated by '|' (no raw limits; a report of its own)")
     parser.add_argument("--runtime", choices=["host", "spin"], help="run the workloads on this runtime only")
     parser.add_argument("--instances", type=int, choices=[1, 2], help="run the workloads on this many instances only")
     args = parser.parse_args()
@@ -814,6 +876,8 @@ def main():
             "order storm (100 products)": lambda app: workload_orders(app, scale, 100),
             WEBHOOKS_ON: lambda app: workload_orders_with_webhooks(app, scale, 100),
             "hot product": lambda app: workload_orders(app, scale, 1, hot=True),
+            SOLD_OUT: lambda app: workload_sold_out(app, scale),
+            SOLD_OUT_RESTOCK: lambda app: workload_sold_out(app, scale, restock=True),
             "refund storm": lambda app: workload_refunds(app, scale),
             "charges": lambda app: workload_charges(app, scale),
             "reads": lambda app: workload_reads(app, scale),
@@ -824,7 +888,7 @@ def main():
         if not spin:
             results["spin_missing"] = "no ../shared/spin here: the Spin column is empty"
         for name, workload in workloads.items():
-            if args.only and args.only not in name:
+            if not selected(args, name):
                 continue
             for instances, runtime in itertools.product((1, 2), runtimes):
                 if args.instances not in (None, instances):
@@ -869,14 +933,14 @@ def main():
                     "p99_ms": spread([s["p99_ms"] for s in samples]),
                 }
 
-        if not args.only or args.only in "no-op component":
+        if selected(args, "no-op component"):
             log("no-op component")
             results["noop"] = {runtime: {concurrency: measure_noop(args.host, spin, runtime, concurrency,
                                                                  scale["noop_seconds"], runs)
                                          for concurrency in (1, scale["connections"])}
                                for runtime in runtimes}
 
-        if not args.only or args.only in "scale-out":
+        if selected(args, "scale-out"):
             results["scale_out"] = scale_out(args, scale, redis, checker, runs, failures)
         if args.only:
             results["failures"] = failures
@@ -913,6 +977,16 @@ def main():
 # max_connections of the Postgres each Spin workload runs on (default
 # settings otherwise, like the shared server the host runs on).
 SPIN_MAX_CONNECTIONS = 400
+
+# The sold-out storm (issue 30): one product of SOLD_OUT_UNITS, `order_requests`
+# buyers; and the same with RESTOCK_UNITS put back every RESTOCK_EVERY_S.
+SOLD_OUT = "sold-out storm (one product, 100 units)"
+SOLD_OUT_RESTOCK = "sold-out storm, restocked during it"
+SOLD_OUT_UNITS = 100
+RESTOCK_UNITS = 10
+RESTOCK_EVERY_S = 0.5
+# What the sold-out storm's rate is compared with: a coupon drop of the same shape.
+COUPON_STORM = "coupon storm (1,000 coupons)"
 
 # The order storm again, its events delivered to a local receiver.
 WEBHOOKS_ON = "order storm (100 products), webhooks on"
@@ -1003,6 +1077,29 @@ def write_report(results, suffix=""):
                   "| runtime | instances | off orders/s | on orders/s | on / off | CPU ms off | CPU ms on "
                   "| CPU off / on | all delivered after (s, per run) |",
                   "|---|---|---|---|---|---|---|---|---|"] + webhook_rows
+    gate_rows = []
+    for (name, instances), by_runtime in rows.items():
+        if name not in (SOLD_OUT, SOLD_OUT_RESTOCK):
+            continue
+        for runtime, storm in by_runtime.items():
+            coupon = rows.get((COUPON_STORM, instances), {}).get(runtime)
+            checks = [s["check"] for s in storm["samples"]]
+            gate_rows.append(
+                f"| {name} | {runtime} | {instances} | {storm['rps']['median']:.0f} | "
+                f"{coupon['rps']['median']:.0f} | {ratio(storm['rps']['median'], coupon['rps']['median'])} | "
+                if coupon else f"| {name} | {runtime} | {instances} | {storm['rps']['median']:.0f} | – | – | ")
+            gate_rows[-1] += (f"{[c['sold'] for c in checks]} | {[c['restocked'] for c in checks]} | "
+                              f"{[c['orders_written'] for c in checks]} |")
+    if gate_rows:
+        lines += ["", "## The sold-out gate beside the coupon storm", "",
+                  f"{results['scale']['order_requests']} orders of one unit for one product of {SOLD_OUT_UNITS} "
+                  f"units (with restocks: {RESTOCK_UNITS} units put back every {RESTOCK_EVERY_S} s during the "
+                  "storm), beside the coupon storm of the same run (goal: the sold-out storm at least 80 % of the "
+                  "coupon storm's rate on each runtime). Orders written: every row in `orders` (the sold ones, "
+                  "and those a reserve refused when the last units went between a price read and the reserve).", "",
+                  "| workload | runtime | instances | req/s | coupon storm req/s | share | units sold (per run) "
+                  "| restocked | orders written |",
+                  "|---|---|---|---|---|---|---|---|---|"] + gate_rows
     section = results.get("scale_out")
     if section and "skipped" in section:
         lines += ["", "## Scale-out through a pooler", "", f"- skipped: {section['skipped']}"]

@@ -490,6 +490,9 @@ pub struct Options<'a> {
     /// Reach the database through a pooler on this loopback port (the
     /// database itself is made and migrated directly on `pg_server`).
     pub pooler_port: Option<u16>,
+    /// The manifest to serve, relative to the workspace (`spin.toml` when
+    /// `None`), e.g. the derived `spin.akamai.toml`.
+    pub manifest: Option<&'a str>,
 }
 
 /// Race-window runs: `EDGE_HOST_STORE_DELAY_MS` (inherited by every host)
@@ -608,7 +611,7 @@ impl TestApp {
             ("SPIN_VARIABLE_DATABASE_ID".to_owned(), db.database_id.clone()),
         ];
         env.extend(options.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let manifest = workspace_dir().join("spin.toml");
+        let manifest = workspace_dir().join(options.manifest.unwrap_or("spin.toml"));
         let mut args = Vec::new();
         if options.failpoints {
             for component in ["order", "coupon"] {

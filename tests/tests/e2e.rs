@@ -25,23 +25,59 @@ use std::time::{Duration, Instant};
 #[path = "e2e/sold_out.rs"]
 mod sold_out;
 use sold_out::*;
+#[path = "e2e/jobs.rs"]
+mod jobs;
+use jobs::*;
 
 /// What serves the app.
 #[derive(Clone)]
 enum Runtime {
     Host,
     Spin(SpinInstall),
+    /// Real Spin serving `spin.akamai.toml`, the app as Akamai Functions
+    /// takes it (no cron triggers; `./dev akamai` derives it from spin.toml).
+    Akamai(SpinInstall),
+}
+
+/// The manifest Akamai Functions is given.
+const AKAMAI_MANIFEST: &str = "spin.akamai.toml";
+
+impl Runtime {
+    /// The real Spin serving the app, if any.
+    fn spin(&self) -> Option<&SpinInstall> {
+        match self {
+            Runtime::Host => None,
+            Runtime::Spin(spin) | Runtime::Akamai(spin) => Some(spin),
+        }
+    }
+
+    /// Point `options` at this runtime and its manifest.
+    fn configure(&self, options: &mut Options<'_>) {
+        options.spin = self.spin().cloned();
+        if let Runtime::Akamai(_) = self {
+            options.manifest = Some(AKAMAI_MANIFEST);
+        }
+    }
 }
 
 /// Each scenario as a test per runtime: `host::x`, `spin_4_0_2::x`,
-/// `spin_3_6_3::x` (the last without the scenarios that need cron).
+/// `spin_3_6_3::x` (the last without the scenarios that need cron) and
+/// `akamai_4_0_2::x` (real Spin 4.0.2 serving `spin.akamai.toml`: no cron
+/// triggers either). The `no_cron` scenarios need nothing to run behind
+/// their back: they run where no cron trigger does.
 macro_rules! e2e {
-    (http: [$($http:ident),* $(,)?], cron: [$($cron:ident),* $(,)?] $(,)?) => {
+    (
+        http: [$($http:ident),* $(,)?],
+        cron: [$($cron:ident),* $(,)?],
+        no_cron: [$($quiet:ident),* $(,)?] $(,)?
+    ) => {
         mod host {
             $(#[tokio::test(flavor = "multi_thread")]
             async fn $http() { super::$http(super::Runtime::Host).await })*
             $(#[tokio::test(flavor = "multi_thread")]
             async fn $cron() { super::$cron(super::Runtime::Host).await })*
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $quiet() { super::$quiet(super::Runtime::Host).await })*
         }
         mod spin_4_0_2 {
             use super::{Runtime, SpinInstall, SpinVersion};
@@ -59,6 +95,21 @@ macro_rules! e2e {
             $(#[tokio::test(flavor = "multi_thread")]
             async fn $http() {
                 if let Some(spin) = SpinInstall::get(SpinVersion::V3_6_3) { super::$http(Runtime::Spin(spin)).await }
+            })*
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $quiet() {
+                if let Some(spin) = SpinInstall::get(SpinVersion::V3_6_3) { super::$quiet(Runtime::Spin(spin)).await }
+            })*
+        }
+        mod akamai_4_0_2 {
+            use super::{Runtime, SpinInstall, SpinVersion};
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $http() {
+                if let Some(spin) = SpinInstall::get(SpinVersion::V4_0_2) { super::$http(Runtime::Akamai(spin)).await }
+            })*
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $quiet() {
+                if let Some(spin) = SpinInstall::get(SpinVersion::V4_0_2) { super::$quiet(Runtime::Akamai(spin)).await }
             })*
         }
     };
@@ -104,6 +155,10 @@ e2e! {
         a_deadlocked_order_is_held_and_the_cron_trigger_resolves_it,
         a_killed_instance_mid_storm_is_recovered_by_the_cron_trigger,
         webhooks_retry_failed_attempts_on_the_cron_schedule,
+    ],
+    no_cron: [
+        job_routes_answer_a_plain_get_with_the_key,
+        a_backlog_larger_than_one_job_run_is_finished_by_the_next,
     ],
 }
 
@@ -248,10 +303,9 @@ impl std::ops::DerefMut for App {
 /// in 4.0.2), more than the shared test server's 100 allow under a storm, so
 /// on Spin each scenario gets a Postgres of its own that takes 1,000.
 async fn start(runtime: &Runtime, instances: usize, env: &[(&str, &str)]) -> App {
-    let postgres = match runtime {
-        Runtime::Host => None,
-        Runtime::Spin(_) => Some(PrivatePostgres::start_sized(1_000).unwrap()),
-    };
+    let postgres = runtime
+        .spin()
+        .map(|_| PrivatePostgres::start_sized(1_000).unwrap());
     let app = start_on(
         runtime,
         instances,
@@ -281,7 +335,7 @@ async fn start_on(
     match runtime {
         // The host runs the manifest's own cron schedule, as Spin does.
         Runtime::Host => options.recovery_schedule = Some(RECOVERY_SCHEDULE),
-        Runtime::Spin(spin) => options.spin = Some(spin.clone()),
+        spin => spin.configure(&mut options),
     }
     TestApp::start_opts(options).await.unwrap()
 }
@@ -1789,9 +1843,7 @@ async fn start_sharing_redis(
         redis_url: Some(redis_url.to_owned()),
         ..Options::default()
     };
-    if let Runtime::Spin(spin) = runtime {
-        options.spin = Some(spin.clone());
-    }
+    runtime.configure(&mut options);
     TestApp::start_opts(options).await.unwrap()
 }
 

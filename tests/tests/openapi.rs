@@ -6,9 +6,14 @@ use edge_tests::{token, TestApp};
 use serde_json::json;
 use std::collections::BTreeSet;
 
+/// The jobs key the app is started with (SPEC "Scheduled jobs over HTTP").
+const JOBS_KEY: &str = "openapi-jobs-key";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn real_responses_match_the_served_openapi_document() {
-    let app = TestApp::start(1).await.unwrap();
+    let app = TestApp::start_with(1, &[("SPIN_VARIABLE_JOBS_KEY", JOBS_KEY)])
+        .await
+        .unwrap();
     let served = app.get("/api/v1/openapi.json", None).await.unwrap();
     assert_eq!(served.status, 200);
     let contract = Contract::new(served.body.clone());
@@ -476,6 +481,17 @@ async fn real_responses_match_the_served_openapi_document() {
         .await
         .unwrap();
     check("POST", "/api/v1/admin/recovery/run", &denied);
+
+    // Scheduled jobs over HTTP: the key in the query string, no token.
+    for job in ["/api/v1/jobs/recovery", "/api/v1/jobs/deliver"] {
+        for query in [format!("?key={JOBS_KEY}"), "?key=wrong".to_owned(), String::new()] {
+            check(
+                "GET",
+                job,
+                &app.get(&format!("{job}{query}"), None).await.unwrap(),
+            );
+        }
+    }
 
     // Order events (§9): the list with its filters, a redeliver, a delivery run.
     let post = |path: String, bearer: &str| {

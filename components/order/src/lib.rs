@@ -17,7 +17,7 @@ use edge::respond::{self, Page};
 use edge::router::{get, post, serve, Params};
 use edge::Request;
 use edge::{ApiResult, Problem};
-use order_flow::recovery::{self, RunError};
+use order_flow::recovery;
 use order_flow::refund::{self as refunds, Asker, Outcome, Refunded};
 use order_flow::view::{self, Item, PaidOrder, Select};
 use order_flow::{Created, Failpoints, NewOrder, StepError, Undo};
@@ -572,23 +572,8 @@ fn list_orders(req: &Request, _: &Params) -> ApiResult {
 fn run_recovery(req: &Request, _: &Params) -> ApiResult {
     auth::authenticate_admin(req)?;
     let failpoints = Failpoints::from_header(req.header_str("x-failpoint"));
-    match recovery::run(failpoints.recovery_lock(), pending_timeout()?) {
-        Ok(summary) => {
-            // The events the run made (and any other due), after the answer.
-            outbox::deliver_after_response(outbox::Scope::Due);
-            Ok(respond::ok(&summary))
-        }
-        Err(RunError::Locked) => Err(Problem::new(
-            ErrorCode::RecoveryInProgress,
-            "another recovery run holds the lock; try again shortly",
-        )),
-        Err(RunError::Failed(problem)) => Err(problem),
-    }
-}
-
-/// How old a `PENDING` order must be before recovery resolves it.
-fn pending_timeout() -> Result<i64, Problem> {
-    edge::config::variable("pending_timeout_seconds")?
-        .parse()
-        .map_err(|_| Problem::unavailable("the variable pending_timeout_seconds is not a number"))
+    let summary = recovery::run(failpoints.recovery_lock(), recovery::pending_timeout()?)?;
+    // The events the run made (and any other due), after the answer.
+    outbox::deliver_after_response(outbox::Scope::Due);
+    Ok(respond::ok(&summary))
 }

@@ -19,10 +19,7 @@ struct Recovery;
 
 impl Guest for Recovery {
     fn handle_cron_event(metadata: Metadata) -> Result<(), Error> {
-        let pending_timeout = edge::config::variable("pending_timeout_seconds")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::Other("pending_timeout_seconds is not set to a number".into()))?;
+        let pending_timeout = recovery::pending_timeout().map_err(|problem| Error::Other(problem.detail))?;
         match recovery::run(Lock::Take, pending_timeout) {
             Ok(summary) => {
                 if summary.examined > 0 {

@@ -21,6 +21,7 @@ pub mod body;
 pub mod config;
 pub mod idempotency;
 pub mod input;
+pub mod jobs;
 pub mod observe;
 pub mod pg;
 pub mod problem;

@@ -16,6 +16,7 @@
 //! timeout), so work still in flight is never undone.
 
 use crate::{confirm, popular, undo, Undo};
+use commerce::ErrorCode;
 use edge::pg::{column, Db, Query};
 use edge::redis::Redis;
 use edge::redis::{text, Script};
@@ -23,6 +24,7 @@ use edge::Problem;
 use serde::Serialize;
 use spin_sdk::pg4::ParameterValue;
 use spin_sdk::redis::RedisParameter;
+use std::time::{Duration, Instant};
 
 /// The lock every runner takes.
 const LOCK_KEY: &str = "lock:order-recovery";
@@ -30,6 +32,10 @@ const LOCK_KEY: &str = "lock:order-recovery";
 const LOCK_TTL_MILLIS: i64 = 50_000;
 /// Orders resolved per run; the rest wait for the next run.
 const BATCH: i64 = 500;
+/// No order is taken up, and no repair started, after this much of a run:
+/// a run ends well within the 30 s a platform gives a request (SPEC
+/// "Scheduled jobs over HTTP": 25 s) and the lock's life; the rest waits.
+const TIME_BUDGET: Duration = Duration::from_secs(20);
 
 /// What recovery looks for: held orders, and pending ones that stopped moving.
 const UNFINISHED: Query = Query::new(
@@ -93,6 +99,27 @@ pub enum RunError {
     Locked,
     /// A store failed; whatever was resolved stays resolved.
     Failed(Problem),
+}
+
+impl From<RunError> for Problem {
+    /// The answer of a route that runs the batch.
+    fn from(error: RunError) -> Problem {
+        match error {
+            RunError::Locked => Problem::new(
+                ErrorCode::RecoveryInProgress,
+                "another recovery run holds the lock; try again shortly",
+            ),
+            RunError::Failed(problem) => problem,
+        }
+    }
+}
+
+/// How old a `PENDING` order must be before recovery resolves it: the
+/// variable `pending_timeout_seconds`.
+pub fn pending_timeout() -> Result<i64, Problem> {
+    edge::config::variable("pending_timeout_seconds")?
+        .parse()
+        .map_err(|_| Problem::unavailable("the variable pending_timeout_seconds is not a number"))
 }
 
 /// Whether to take the lock (always, except in a test proving the
@@ -212,6 +239,7 @@ fn repair(db: &Db, redis: &Redis, settled_millis: i64) -> Result<Repaired, Probl
 }
 
 fn resolve_all(pending_timeout_seconds: i64, redis: Option<&Redis>) -> Result<Summary, Problem> {
+    let started = Instant::now();
     let db = Db::connect()?;
     let rows = db.query(
         &UNFINISHED,
@@ -231,6 +259,9 @@ fn resolve_all(pending_timeout_seconds: i64, redis: Option<&Redis>) -> Result<Su
         .collect::<Result<Vec<_>, Problem>>()?;
     let mut summary = Summary::default();
     for (order_id, debited) in orders {
+        if started.elapsed() >= TIME_BUDGET {
+            break;
+        }
         summary.examined += 1;
         if debited {
             match confirm(&db, order_id, None)? {
@@ -249,7 +280,7 @@ fn resolve_all(pending_timeout_seconds: i64, redis: Option<&Redis>) -> Result<Su
         }
     }
     // Without the lock's connection (Redis down) there is nothing to repair.
-    if let Some(redis) = redis {
+    if let (Some(redis), true) = (redis, started.elapsed() < TIME_BUDGET) {
         match repair(&db, redis, pending_timeout_seconds * 1000) {
             Ok(repaired) => summary.repaired = repaired,
             Err(problem) => eprintln!("recovery: Redis was not repaired this run: {}", problem.detail),

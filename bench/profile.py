@@ -236,3 +236,601 @@ def otel_env(collector, level):
         # do when no one exports traces.
         "SPIN_DISABLE_LOG_TO_TRACING": "1",
     }
+
+
+# ----------------------------------------------------------------- naming host calls
+
+def squash(text):
+    """Text without whitespace (and a Rust string's line continuations), for
+    comparing what a span carries with what the source writes."""
+    return re.sub(r"\s+", "", text.replace("\\\n", "").replace('\\"', '"'))
+
+
+def source_names():
+    """What the sources send, by name: squashed SQL -> `crate::CONST` (each
+    `Query` in the always-a-row shape `edge::pg::Query::sql` sends, via
+    bench.source_constant) and the SHA-1 of each Lua script -> its name."""
+    sql, lua = {}, {}
+    for path in sorted(glob.glob(os.path.join(ROOT, "crates/*/src/**/*.rs"), recursive=True)
+                       + glob.glob(os.path.join(ROOT, "components/*/src/**/*.rs"), recursive=True)):
+        rel = os.path.relpath(path, ROOT)
+        parts = rel.split(os.sep)
+        stem = os.path.splitext(parts[-1])[0]
+        owner = parts[1] if stem in ("lib", "main") else f"{parts[1]}::{stem}"
+        text = open(path).read()
+        for name in re.findall(r"const (\w+): Query\b", text):
+            try:
+                sql.setdefault(squash(bench.source_constant(rel, name)), f"{owner}::{name}")
+            except (AttributeError, TypeError):
+                pass  # not in a shape source_constant reads
+        for name, hashes, body in re.findall(r'const (\w+): &str = r(#*)"(.*?)"\2;', text, re.S):
+            if "redis.call" in body:
+                lua[hashlib.sha1(body.encode()).hexdigest()] = f"{owner}::{name}"
+            elif re.match(r"\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", body, re.I):
+                sql.setdefault(squash(body), f"{owner}::{name}")
+        for name, body in re.findall(r'const (\w+): &str =\s*"((?:[^"\\]|\\.)*)";', text, re.S):
+            if re.match(r"\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", body, re.I):
+                sql.setdefault(squash(body), f"{owner}::{name}")
+    return sql, lua
+
+
+class Namer:
+    """A label for each host call span of a trace."""
+
+    def __init__(self):
+        self.sql, self.lua = source_names()
+        self.redis_sequence = []   # [(command, label)] of one watched order, in order
+        self.inside_scripts = {}   # label -> the commands the script ran
+        self.unnamed_sql = {}
+
+    def sql_label(self, statement):
+        name = self.sql.get(squash(statement))
+        if name:
+            return name
+        short = " ".join(statement.split())[:60]
+        self.unnamed_sql.setdefault(short, statement)
+        return f"SQL `{short}…`"
+
+    def label(self, span, redis_index):
+        """(category, label) of a span the guest's host call made."""
+        name, attributes = span["name"], span["attributes"]
+        system = attributes.get("db.system")
+        if name == "spin_outbound_pg.open":
+            return "postgres", "Postgres open (pool checkout + recycle)"
+        if name == "spin_outbound_redis.open_connection":
+            return "redis", "Redis open (a new connection)"
+        if system == "postgresql":
+            return "postgres", self.sql_label(attributes.get("statement") or name)
+        if system == "redis":
+            command = attributes.get("command") or name
+            if redis_index < len(self.redis_sequence) and self.redis_sequence[redis_index][0] == command.upper():
+                return "redis", self.redis_sequence[redis_index][1]
+            return "redis", f"{command} #{redis_index + 1}"
+        if name == "spin_variables.get":
+            return "variables", f"variable {attributes.get('key')}"
+        if name == "wit-bindgen import":
+            return "wasi", f"wasi {attributes.get('module')}.{attributes.get('function')}"
+        return "other", name
+
+    def learn_redis(self, monitor_lines):
+        """The commands one order sent, from `MONITOR` lines, each named
+        (Lua scripts by their source constant)."""
+        sequence, on_connect, inside = [], [], {}
+        for line in monitor_lines:
+            match = re.match(r"^[\d.]+ \[\d+ ([^\]]+)\] (.*)$", line)
+            if not match:
+                continue
+            args = [a.encode().decode("unicode_escape") for a in re.findall(r'"((?:[^"\\]|\\.)*)"', match.group(2))]
+            command = args[0].upper()
+            if match.group(1) == "lua":  # run by the script before it
+                if sequence:
+                    inside.setdefault(sequence[-1][1], []).append(command)
+                continue
+            if command in ("CLIENT", "HELLO", "SELECT", "AUTH", "PING", "MONITOR"):
+                on_connect.append(" ".join(args[:3]))
+                continue
+            if command == "EVALSHA":
+                label = f"EVALSHA {self.lua.get(args[1], args[1][:12])}"
+            elif command == "EVAL":
+                label = f"EVAL {self.lua.get(hashlib.sha1(args[1].encode()).hexdigest(), '(a script)')}"
+            else:
+                label = command + (f" ({len(args) - 1} keys)" if command == "MGET" else "")
+            sequence.append((command, label))
+        return sequence, on_connect, inside
+
+
+# ----------------------------------------------------------------- the run
+
+def wait_for_build(manifest):
+    """The release components spin.toml names and the host binary (the
+    migrations) are built by someone else: wait for them (60 s polls, 40 min)."""
+    sources = [os.path.join(ROOT, s) for s in re.findall(r'^source = "(target/[^"]+\.wasm)"', open(manifest).read(), re.M)]
+    deadline = time.time() + 40 * 60
+    while True:
+        missing = [p for p in sources + [HOST] if not os.path.exists(p)]
+        if not missing:
+            return
+        if time.time() > deadline:
+            raise SystemExit(f"profile: still missing after 40 minutes: {missing}")
+        log(f"waiting for {', '.join(os.path.relpath(p, ROOT) for p in missing)} (someone else builds them)")
+        time.sleep(60)
+
+
+def spin_env(app, redis, extra):
+    """The environment bench.App gives its Spin instances, with `extra`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    database_id = app.sql("SELECT database_id FROM app_identity")
+    return dict(base, SPIN_VARIABLE_PG_URL=app.url, SPIN_VARIABLE_PG_HOST=app.url.split("@")[1].split("/")[0],
+                SPIN_VARIABLE_REDIS_URL=redis.url(), SPIN_VARIABLE_REDIS_HOST=f"127.0.0.1:{redis.port}",
+                SPIN_VARIABLE_JWT_SECRET=bench.SECRET, SPIN_VARIABLE_DATABASE_ID=database_id, **extra)
+
+
+def start_spin(spin, env):
+    for attempt in range(3):
+        try:
+            return bench.SpinHost(spin, os.path.join(ROOT, "spin.toml"), env)
+        except RuntimeError as error:
+            log(f"spin up failed to start ({error}), attempt {attempt + 1}/3")
+            time.sleep(2)
+    raise SystemExit("profile: spin up did not start")
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection to Spin; orders one at a time."""
+
+    def __init__(self, url, users, products):
+        host, port = url.split("//")[1].split(":")
+        self.connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.users, self.products = users, products
+        self.sent = 0
+        self.keys = f"profile-{secrets.token_hex(6)}"
+
+    def order(self, trace_id=None):
+        """Place one paid order; (status, wall µs, client span id, body)."""
+        i = self.sent
+        self.sent += 1
+        user = 1 + i % self.users
+        body = json.dumps({"items": [{"productId": 1 + i % self.products, "quantity": 1}]})
+        headers = {"authorization": f"Bearer {bench.token(user)}", "content-type": "application/json",
+                   "idempotency-key": f"{self.keys}-{i}"}
+        parent = secrets.token_hex(8)
+        if trace_id:
+            headers["traceparent"] = f"00-{trace_id}-{parent}-01"
+        start = time.perf_counter_ns()
+        self.connection.request("POST", "/api/v1/orders", body, headers)
+        response = self.connection.getresponse()
+        data = response.read()
+        wall = (time.perf_counter_ns() - start) / 1000
+        return response.status, wall, parent, data
+
+    def close(self):
+        self.connection.close()
+
+
+def send_orders(client, count, traced, what):
+    """`count` orders; [(trace id or None, client span id, wall µs)]. Any
+    answer but 201 stops the run: the profile is of paid orders."""
+    sent = []
+    for n in range(count):
+        trace_id = secrets.token_hex(16) if traced else None
+        status, wall, parent, data = client.order(trace_id)
+        if status != 201:
+            raise SystemExit(f"profile: {what} order {n + 1} answered {status}: {data[:300]!r}")
+        sent.append((trace_id, parent, wall))
+    return sent
+
+
+def wait_for_traces(collector, sent, seconds=30):
+    """Until every order's trace has its route span and no span has come in
+    for a second (Spin exports in batches)."""
+    deadline = time.time() + seconds
+    last, quiet_since = -1, time.time()
+    while time.time() < deadline:
+        with collector.lock:
+            spans = collector.spans
+            complete = all(any(s["parent"] == parent for s in collector.traces.get(trace_id, []))
+                           for trace_id, parent, _ in sent)
+        if spans != last:
+            last, quiet_since = spans, time.time()
+        elif complete and time.time() - quiet_since > 1.0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def watch_one_order(client, redis, collector, namer):
+    """One more order with Redis' MONITOR on, to learn which command (which
+    Lua script) each Redis span of an order is. Retried if a cron component's
+    commands got in the way (the sequence must match the order's spans)."""
+    for _ in range(3):
+        monitor = subprocess.Popen(["redis-cli", "-p", str(redis.port), "MONITOR"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True)
+        assert monitor.stdout.readline().strip() == "OK"
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(monitor.stdout), daemon=True)
+        reader.start()
+        trace_id = secrets.token_hex(16)
+        status, _, parent, _ = client.order(trace_id)
+        time.sleep(0.3)
+        monitor.terminate()
+        monitor.wait()
+        reader.join(2)
+        sequence, on_connect, inside = namer.learn_redis(lines)
+        wait_for_traces(collector, [(trace_id, parent, 0)], seconds=10)
+        commands = [(s["attributes"].get("command") or s["name"]).upper()
+                    for s in sorted(collector.trace(trace_id), key=lambda s: s["start"])
+                    if s["attributes"].get("db.system") == "redis" and "open_connection" not in s["name"]]
+        if status == 201 and commands == [c for c, _ in sequence]:
+            namer.redis_sequence = sequence
+            return {"commands": [label for _, label in sequence], "on_connect": on_connect,
+                    "inside_scripts": inside, "monitor_lines": len(lines)}
+        log(f"MONITOR saw {[c for c, _ in sequence]}, the trace {commands}: again")
+    return {"commands": [], "on_connect": [], "inside_scripts": {}, "unmatched": True}
+
+
+# ----------------------------------------------------------------- one trace into parts
+
+OUTSIDE = "outside Spin's route span (client, loopback, HTTP parsing)"
+BEFORE = "Spin before the component (routing, instance prepared)"
+INSTANTIATE = "component instantiation (to the guest's first host call)"
+AFTER = "Spin after the guest's last host call (response out)"
+
+
+def analyse(spans, parent, wall, namer):
+    """One order's parts: [(category, label, start µs from the route span's
+    start, µs)], covering the route span exactly, plus the client's outside."""
+    root = next((s for s in spans if s["parent"] == parent), None)
+    if root is None:
+        return None
+    run = next((s for s in spans if s["parent"] == root["id"] and s["name"].startswith("execute_wasm")), None)
+    if run is None:
+        return None
+    calls = sorted((s for s in spans if s["parent"] == run["id"]), key=lambda s: s["start"])
+    us = lambda ns: ns / 1000
+    t0 = root["start"]
+    parts = [("outside", OUTSIDE, -1.0, wall - us(root["end"] - root["start"])),
+             ("spin", BEFORE, 0.0, us(run["start"] - t0))]
+    seen, redis_index = {}, 0
+    cursor = run["start"]
+    after_response = []
+    for i, call in enumerate(calls):
+        category, label = namer.label(call, redis_index)
+        if call["attributes"].get("db.system") == "redis" and call["name"] != "spin_outbound_redis.open_connection":
+            redis_index += 1
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            label = f"{label} ({seen[label]})"
+        if call["start"] >= root["end"]:
+            after_response.append((category, f"after the response: {label}", us(call["start"] - t0),
+                                   us(call["end"] - call["start"])))
+            continue
+        gap = us(max(0, call["start"] - cursor))
+        if i == 0:
+            parts.append(("instantiate", INSTANTIATE, us(run["start"] - t0), gap))
+        else:
+            parts.append(("guest", f"guest, then {label}", us(cursor - t0), gap))
+        start = max(call["start"], cursor)
+        end = min(max(call["end"], start), root["end"])
+        parts.append((category, label, us(start - t0), us(end - start)))
+        cursor = end
+    parts.append(("spin", AFTER, us(cursor - t0), us(root["end"] - cursor)))
+    return {"wall": wall, "route": us(root["end"] - t0), "parts": parts + after_response,
+            "status": root["attributes"].get("http.response.status_code"), "spans": len(spans)}
+
+
+# ----------------------------------------------------------------- statistics and report
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[max(0, -(-int(q * 100) * len(ordered) // 100) - 1)] if ordered else 0.0
+
+
+def stats(values, orders):
+    """Median and p90 over the orders that had the part, and the mean over
+    all orders (a part an order lacked counts 0 there), so means add up."""
+    return {"median": statistics.median(values) if values else 0.0, "p90": percentile(values, 0.9),
+            "mean": sum(values) / orders if orders else 0.0, "orders": len(values)}
+
+
+CATEGORIES = [
+    ("outside", "outside Spin (client, loopback, HTTP parsing)"),
+    ("spin", "Spin itself (routing, instance prepared, response out)"),
+    ("instantiate", "component instantiation"),
+    ("postgres", "Postgres (every host call)"),
+    ("redis", "Redis (every host call)"),
+    ("variables", "Spin variables (every get)"),
+    ("wasi", "wasi:http calls (request head/body, response)"),
+    ("other", "other host calls"),
+    ("guest", "guest between host calls (JSON, JWT, domain)"),
+]
+
+
+def summarise(orders):
+    """Per part and per category, over the analysed orders."""
+    n = len(orders)
+    by_label, starts, positions, category_of = {}, {}, {}, {}
+    by_category = {c: [] for c, _ in CATEGORIES}
+    calls_per_order = {c: [] for c, _ in CATEGORIES}
+    for order in orders:
+        totals, ncalls = {c: 0.0 for c, _ in CATEGORIES}, {c: 0 for c, _ in CATEGORIES}
+        for position, (category, label, start, us) in enumerate(order["parts"]):
+            by_label.setdefault(label, []).append(us)
+            starts.setdefault(label, []).append(start)
+            positions.setdefault(label, []).append(position)
+            category_of[label] = category
+            if label.startswith("after the response"):
+                continue
+            totals[category] = totals.get(category, 0.0) + us
+            if category not in ("guest", "outside", "spin", "instantiate"):
+                ncalls[category] += 1
+        for c in totals:
+            by_category[c].append(totals[c])
+            calls_per_order[c].append(ncalls[c])
+    # A base label (without its occurrence number) groups repeated calls.
+    base = lambda label: re.sub(r" \(\d+\)$", "", label)
+    grouped = {}
+    for order in orders:
+        sums = {}
+        for category, label, _, us in order["parts"]:
+            if category in ("postgres", "redis", "variables", "wasi", "other", "guest"):
+                sums.setdefault((category, base(label)), []).append(us)
+        for key, values in sums.items():
+            grouped.setdefault(key, {"per_order": [], "calls": []})
+            grouped[key]["per_order"].append(sum(values))
+            grouped[key]["calls"].append(len(values))
+    return {
+        "orders": n,
+        "wall": stats([o["wall"] for o in orders], n),
+        "route": stats([o["route"] for o in orders], n),
+        "categories": {c: dict(stats(by_category[c], n), calls_per_order=statistics.median(calls_per_order[c]) if n else 0)
+                       for c, _ in CATEGORIES},
+        "grouped": {f"{c} | {label}": dict(stats(v["per_order"], n), calls_per_order=statistics.median(v["calls"]),
+                                            category=c, label=label)
+                    for (c, label), v in grouped.items()},
+        "timeline": sorted(({"label": label, "category": category_of[label],
+                             "start_median": statistics.median(starts[label]), **stats(values, n)}
+                            for label, values in by_label.items()),
+                           key=lambda row: (row["label"].startswith("after the response"),
+                                            statistics.median(positions[row["label"]]), row["start_median"])),
+    }
+
+
+def fmt(value):
+    return f"{value:,.0f}"
+
+
+def report(results):
+    s = results["summary"]
+    route_mean = s["route"]["mean"] or 1
+    share = lambda mean: f"{100 * mean / route_mean:.1f} %"
+    f = results["facts"]
+    lines = [
+        f"# Where Spin spends one paid order ({f['date']})",
+        "",
+        f"- `{results['command']}`",
+        f"- {f['spin']}; machine: {f['cpu']}, {f['cores']} cores, load average {f['load_before']} before the run "
+        f"(other work shares the cores); {f['postgres']}; {f['redis']}",
+        f"- {s['orders']} orders analysed ({results['settings']['orders']} sent one at a time after "
+        f"{results['settings']['warmup']} of warm-up, {results['incomplete']} traces incomplete), each `POST /api/v1/orders` "
+        f"of one line (1 unit of one of {results['settings']['products']} products) by one of "
+        f"{results['settings']['users']} funded users with its own Idempotency-Key, all answered `201`; "
+        f"{results['rate']:.0f} orders/s sequentially",
+        f"- Spin's OpenTelemetry traces (`SPIN_OTEL_TRACING_LEVEL={results['settings']['trace_level']}`), "
+        f"{results['spans_per_order']:.0f} spans per order, received by an OTLP/HTTP receiver in the script; "
+        "µs; median and p90 over the orders; mean's share of Spin's route span (means add up, medians do not)",
+        "",
+        "## Summary",
+        "",
+        "| part | calls per order | median µs | p90 µs | mean µs | share of route span |",
+        "|---|---|---|---|---|---|",
+        f"| **client wall time** (request sent → body read) | | **{fmt(s['wall']['median'])}** | {fmt(s['wall']['p90'])} "
+        f"| {fmt(s['wall']['mean'])} | |",
+        f"| **Spin's route span** (`POST /api/v1/orders/...`) | | **{fmt(s['route']['median'])}** | {fmt(s['route']['p90'])} "
+        f"| {fmt(s['route']['mean'])} | 100 % |",
+    ]
+    for category, title in CATEGORIES:
+        c = s["categories"][category]
+        if not c["orders"] or (category == "other" and not c["mean"]):
+            continue
+        calls = f"{c['calls_per_order']:g}" if category not in ("outside", "spin", "instantiate", "guest") else ""
+        outside = category == "outside"
+        lines.append(f"| **{title}** | {calls} | {fmt(c['median'])} | {fmt(c['p90'])} | {fmt(c['mean'])} | "
+                     f"{'(not in it)' if outside else share(c['mean'])} |")
+        if category in ("spin", "instantiate", "outside"):
+            for row in s["timeline"]:
+                if row["category"] == category and not row["label"].startswith("after the response"):
+                    if category != "spin":
+                        continue
+                    lines.append(f"| &nbsp;&nbsp;{row['label']} | | {fmt(row['median'])} | {fmt(row['p90'])} | "
+                                 f"{fmt(row['mean'])} | {share(row['mean'])} |")
+            continue
+        rows = sorted((g for g in s["grouped"].values() if g["category"] == category), key=lambda g: -g["mean"])
+        if category == "guest":
+            rows = rows[:8]
+        if category == "wasi":
+            rows = []
+        for g in rows:
+            calls = f"{g['calls_per_order']:g}" if category != "guest" else ""
+            label = g["label"].replace("guest, then ", "before ") if category == "guest" else g["label"]
+            lines.append(f"| &nbsp;&nbsp;{label} | {calls} | {fmt(g['median'])} | {fmt(g['p90'])} | "
+                         f"{fmt(g['mean'])} | {share(g['mean'])} |")
+    lines += ["", "Rows under a category: each Postgres statement named by the source constant that sends it, each "
+              "Redis command (Lua scripts by name, learned from one order watched with `MONITOR`); guest rows are the "
+              "guest's time before the named host call (the biggest eight; all of them in the timeline below).", ""]
+    u = results.get("untraced")
+    if u:
+        lines += ["## Without tracing", "",
+                  f"The same orders on a second `spin up` with no OpenTelemetry ({u['orders']} after "
+                  f"{u['warmup']} of warm-up): client wall time median {fmt(u['wall']['median'])} µs, p90 "
+                  f"{fmt(u['wall']['p90'])} µs (traced: {fmt(s['wall']['median'])} / {fmt(s['wall']['p90'])}). "
+                  "The difference is what exporting the spans cost (the batch exporter shares the two cores), "
+                  "spread over the parts above.", ""]
+    w = results["watched"]
+    lines += ["## Per order, on Spin", "",
+              f"- Postgres: {s['categories']['postgres']['calls_per_order']:g} host calls "
+              f"({results['counts']['pg_open']:g} open, {results['counts']['pg_statements']:g} statements); "
+              "each statement is sent as text (`query_raw` of a string in tokio-postgres: an unnamed statement "
+              "prepared, then bound and run, two round trips, planned every time) and every open checks a "
+              "pooled connection out with deadpool's `RecyclingMethod::Clean` (one more round trip of "
+              "`CLOSE ALL; … DISCARD …` before the first statement)",
+              f"- Redis: {results['counts']['redis_open']:g} connection(s) opened (Spin opens a new TCP connection on "
+              f"every `open`), {results['counts']['redis_commands']:g} commands: {', '.join(w['commands']) or 'unknown'}"
+              + (f"; on connecting, the client also sent {', '.join(sorted(set(w['on_connect'])))}" if w["on_connect"] else ""),
+              f"- Spin variables: {results['counts']['variables']:g} gets ({', '.join(results['counts']['variable_keys'])})",
+              "", "## Timeline of one order", "",
+              "Every part in the order it happens (start: median µs after the route span began).", "",
+              "| start µs | part | median µs | p90 µs | mean µs | orders with it |", "|---|---|---|---|---|---|"]
+    for row in s["timeline"]:
+        start = "" if row["label"] == OUTSIDE else fmt(row["start_median"])
+        lines.append(f"| {start} | {row['label']} | {fmt(row['median'])} | {fmt(row['p90'])} | {fmt(row['mean'])} | "
+                     f"{row['orders']} |")
+    lines += ["", "## Span names Spin 4.0.2 exports", ""]
+    lines += [f"- `{name}` {note}" for name, note in results["span_names"]]
+    lines += ["", "## Limits", ""] + [f"- {x}" for x in results["limits"]]
+    return "\n".join(lines) + "\n"
+
+
+LIMITS = [
+    "Spin has no span for instantiation: it is the time from `execute_wasm_component` starting to the guest's "
+    "first host call, so it also holds the guest's own start (the `wasi:http` export's entry, spin-sdk's executor) "
+    "up to that call; with the default trace level that first call is `incoming-request.path-with-query`, "
+    "the first thing the guest asks.",
+    "Host call spans are measured inside Spin (the tracing layer's own work is in them); the time between them "
+    "is the guest's, plus the wasm↔host transitions and Spin's span bookkeeping. Exporting spans costs CPU on "
+    "the same two cores (see \"Without tracing\").",
+    "Each order's spans are one trace (its own `traceparent`); orders are sequential, so no two overlap. The "
+    "cron components (recovery every minute, webhooks every 5 s) keep running in the same Spin and may "
+    "share the cores with an order now and then (their traces are not counted).",
+    "Numbers are this machine's, with whatever else runs on it (the load average is in the header).",
+]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--orders", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--untraced", type=int, default=100,
+                        help="orders on a Spin without tracing, for its overhead (0: skip)")
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--products", type=int, default=100)
+    parser.add_argument("--trace-level", default="info,wasmtime_wasi_http=trace",
+                        help="SPIN_OTEL_TRACING_LEVEL: `info` is Spin's default spans; the wasi:http calls "
+                             "(trace) mark where instantiation ends and the response starts")
+    args = parser.parse_args()
+    manifest = os.path.join(ROOT, "spin.toml")
+    wait_for_build(manifest)
+    spin = bench.spin_install()
+    if not spin:
+        spin = {"bin": os.path.join(SPIN_DIR, "bin/spin"), "data": os.path.join(SPIN_DIR, "data")}
+        if not os.path.exists(spin["bin"]):
+            raise SystemExit("profile: no Spin: run ../shared/spin/install target/spin")
+    facts = bench.facts(HOST)
+    facts["spin"] = bench.run([spin["bin"], "--version"]).strip()
+    facts["load_before"] = " ".join(open("/proc/loadavg").read().split()[:3])
+    namer = Namer()
+    collector = Collector()
+    redis = bench.Redis()
+    app, spins, clients = None, [], []
+    try:
+        app = bench.App(HOST, redis, 0, "profile", pool=64)
+        bench.seed_orders(app, products=args.products, users=args.users, coupons=0, stock=1_000_000)
+        log(f"spin up with traces to {collector.endpoint()} ({args.trace_level})")
+        spins.append(start_spin(spin, spin_env(app, redis, otel_env(collector, args.trace_level))))
+        client = Client(spins[-1].url, args.users, args.products)
+        clients.append(client)
+        send_orders(client, args.warmup, True, "warm-up")
+        log(f"{args.orders} orders, one at a time")
+        started = time.time()
+        sent = send_orders(client, args.orders, True, "profiled")
+        rate = args.orders / (time.time() - started)
+        complete = wait_for_traces(collector, sent)
+        log("one more order, watched with MONITOR, to name the Redis commands")
+        watched = watch_one_order(client, redis, collector, namer)
+        spins.pop().stop()
+        untraced = None
+        if args.untraced:
+            log(f"{args.untraced} orders on a Spin without tracing")
+            spins.append(start_spin(spin, spin_env(app, redis, {})))
+            plain = Client(spins[-1].url, args.users, args.products)
+            plain.sent = client.sent  # other products and users' keys than the traced run's
+            clients.append(plain)
+            send_orders(plain, args.warmup, False, "warm-up (untraced)")
+            walls = [wall for _, _, wall in send_orders(plain, args.untraced, False, "untraced")]
+            untraced = {"orders": len(walls), "warmup": args.warmup, "wall": stats(walls, len(walls))}
+            spins.pop().stop()
+    finally:
+        for c in clients:
+            c.close()
+        for s in spins:
+            s.stop()
+        if app:
+            app.close()
+        redis.stop()
+        collector.stop()
+
+    orders, incomplete, span_names = [], 0, {}
+    for trace_id, parent, wall in sent:
+        spans = collector.trace(trace_id)
+        for span in spans:
+            key = span["name"] if span["attributes"].get("db.system") != "postgresql" or span["name"].startswith("spin_") \
+                else "<the SQL statement>"
+            if span["name"].startswith("execute_wasm_component"):
+                key = "execute_wasm_component <component>"
+            elif span["parent"] == parent:
+                key = "<METHOD> <route>"
+            span_names.setdefault(key, sorted(k for k in span["attributes"] if not k.startswith(("code.", "thread.")) and k not in ("busy_ns", "idle_ns")))
+        order = analyse(spans, parent, wall, namer)
+        if order is None:
+            incomplete += 1
+            continue
+        orders.append(order)
+    if not orders:
+        raise SystemExit("profile: no complete trace came in")
+    summary = summarise(orders)
+    grouped = summary["grouped"].values()
+    count = lambda pred: statistics.median([sum(1 for c, label, _, _ in o["parts"] if pred(c, label)) for o in orders])
+    counts = {
+        "pg_open": count(lambda c, l: l.startswith("Postgres open")),
+        "pg_statements": count(lambda c, l: c == "postgres" and not l.startswith("Postgres open")),
+        "redis_open": count(lambda c, l: l.startswith("Redis open")),
+        "redis_commands": count(lambda c, l: c == "redis" and not l.startswith("Redis open")),
+        "variables": count(lambda c, l: c == "variables"),
+        "variable_keys": [g["label"].split(" ", 1)[1] for g in grouped if g["category"] == "variables"],
+    }
+    notes = {
+        "<METHOD> <route>": "— Spin's route span (trigger-http), parent: the request's `traceparent`",
+        "execute_wasm_component <component>": "— `spin_trigger_http.execute_wasm`: instantiation and the guest's run, "
+                                              "until the response head",
+        "spin_variables.get": "— one per variable the guest reads (attribute `key`)",
+        "spin_outbound_pg.open": "— `Connection::open` (pool checkout)",
+        "<the SQL statement>": "— `spin_outbound_pg.query`/`execute`: the span is named by the statement's text "
+                               "(attribute `statement`)",
+        "spin_outbound_redis.open_connection": "— `Connection::open` (a new connection)",
+        "wit-bindgen import": "— (trace level) each wasi call, attributes `module`, `function`",
+    }
+    span_list = [(name, notes.get(name, "— " + ("Redis command (`spin_outbound_redis.execute`), named by the command"
+                                                 if "command" in attrs else "")) + f" (attributes: {', '.join(attrs) or '–'})")
+                 for name, attrs in sorted(span_names.items())]
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    results = {
+        "command": "python3 bench/profile.py " + " ".join(sys.argv[1:]),
+        "facts": facts, "settings": vars(args), "rate": rate, "incomplete": incomplete,
+        "traces_complete_on_time": complete, "spans_per_order": statistics.mean(o["spans"] for o in orders),
+        "watched": watched, "counts": counts, "untraced": untraced, "span_names": span_list,
+        "unnamed_sql": namer.unnamed_sql, "summary": summary, "limits": LIMITS,
+        "orders": [{"wall": o["wall"], "route": o["route"], "parts": o["parts"]} for o in orders],
+    }
+    directory = os.path.join(ROOT, "bench/results")
+    os.makedirs(directory, exist_ok=True)
+    name = f"{stamp}-profile-paid-order"
+    with open(os.path.join(directory, f"{name}.json"), "w") as handle:
+        json.dump(results, handle, indent=1)
+    text = report(results)
+    with open(os.path.join(directory, f"{name}.md"), "w") as handle:
+        handle.write(text)
+    print(text)
+    log(f"written to bench/results/{name}.md and .json")
+
+
+if __name__ == "__main__":
+    main()

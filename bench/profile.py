@@ -13,18 +13,19 @@ time is matched with it. Every trace is cut into parts:
 
 - outside Spin's route span (client, loopback, HTTP parsing), Spin before the
   component (routing, the instance's factors prepared), the component
-  *instantiation and guest start until its first host call* (Spin has no span
-  of its own for instantiation: see the calibration below);
+  *instantiation, until the guest's first host call* (Spin has no span of
+  its own for instantiation);
 - every host call the guest makes, by what it is: each Postgres statement
   named by the constant of the source that sends it (`order-flow::RESERVE`),
   each Redis command (Lua scripts named by their source constant, learned
   from one extra order watched with `MONITOR`), opens, variables;
 - the guest's own time between host calls (JSON, JWT verification, the
-  domain), labelled by the host call it ends at, and from the last host call
-  to the response.
+  domain), labelled by the host call it ends at, and Spin's after the last.
 
-Calibration: the no-op component (bench/noop.toml, no host calls) in a second
-`spin up`, whose whole component span is instantiation plus a trivial guest.
+By default the wasi:http calls are traced too (`wasmtime_wasi_http=trace`):
+the guest's first one (reading the request's path) ends instantiation, and
+the last ones show when the response went out. Then the same orders on a
+Spin without tracing give the client's wall time untouched by it.
 
 Writes bench/results/<date>-profile-paid-order.md and .json. Standard library
 only (Spin exports OTLP as protobuf: `http/json` is refused by Spin 4.0.2, so
@@ -37,13 +38,14 @@ import datetime
 import glob
 import gzip
 import hashlib
-import http.client
 import http.server
 import json
 import os
 import re
 import secrets
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -53,7 +55,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import bench  # noqa: E402  (the suite's classes: App, SpinHost, Redis, seed_orders, token)
 
-WASM = os.path.join(ROOT, "target/wasm32-wasip2/release")
 HOST = os.path.join(ROOT, "target/host-release/edge-host")
 SPIN_DIR = os.path.join(ROOT, "target/spin")
 
@@ -109,14 +110,13 @@ def pb_varint(data, i):
 
 def any_value(data):
     for number, wire, value in pb_fields(data):
-        if number in (1,):
+        if number == 1:
             return value.decode("utf-8", "replace")
         if number == 2:
             return bool(value)
         if number == 3:
             return value - (1 << 64) if value >= 1 << 63 else value
         if number == 4:
-            import struct
             return struct.unpack("<d", value.to_bytes(8, "little"))[0]
         if number == 7:
             return value.hex()
@@ -341,13 +341,13 @@ class Namer:
 
 # ----------------------------------------------------------------- the run
 
-def wait_for_build(manifest):
+def wait_for_build(manifest, host):
     """The release components spin.toml names and the host binary (the
     migrations) are built by someone else: wait for them (60 s polls, 40 min)."""
     sources = [os.path.join(ROOT, s) for s in re.findall(r'^source = "(target/[^"]+\.wasm)"', open(manifest).read(), re.M)]
     deadline = time.time() + 40 * 60
     while True:
-        missing = [p for p in sources + [HOST] if not os.path.exists(p)]
+        missing = [p for p in sources + [host] if not os.path.exists(p)]
         if not missing:
             return
         if time.time() > deadline:
@@ -376,35 +376,80 @@ def start_spin(spin, env):
 
 
 class Client:
-    """One keep-alive HTTP/1.1 connection to Spin; orders one at a time."""
+    """One keep-alive HTTP/1.1 connection to Spin (TCP_NODELAY, as HTTP
+    clients set it); orders one at a time, each request in one write (as wrk
+    sends them), the answer read as it is framed."""
 
     def __init__(self, url, users, products):
-        host, port = url.split("//")[1].split(":")
-        self.connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.host, port = url.split("//")[1].split(":")
+        self.sock = socket.create_connection((self.host, int(port)), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
         self.users, self.products = users, products
         self.sent = 0
         self.keys = f"profile-{secrets.token_hex(6)}"
+        self.last_headers = {}
 
     def order(self, trace_id=None):
         """Place one paid order; (status, wall µs, client span id, body)."""
         i = self.sent
         self.sent += 1
         user = 1 + i % self.users
-        body = json.dumps({"items": [{"productId": 1 + i % self.products, "quantity": 1}]})
-        headers = {"authorization": f"Bearer {bench.token(user)}", "content-type": "application/json",
-                   "idempotency-key": f"{self.keys}-{i}"}
+        body = json.dumps({"items": [{"productId": 1 + i % self.products, "quantity": 1}]}).encode()
+        headers = {"host": self.host, "authorization": f"Bearer {bench.token(user)}",
+                   "content-type": "application/json", "idempotency-key": f"{self.keys}-{i}",
+                   "content-length": str(len(body))}
         parent = secrets.token_hex(8)
         if trace_id:
             headers["traceparent"] = f"00-{trace_id}-{parent}-01"
+        head = ("POST /api/v1/orders HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                + "\r\n").encode()
         start = time.perf_counter_ns()
-        self.connection.request("POST", "/api/v1/orders", body, headers)
-        response = self.connection.getresponse()
-        data = response.read()
+        self.sock.sendall(head + body)
+        status, self.last_headers, data = self.response()
         wall = (time.perf_counter_ns() - start) / 1000
-        return response.status, wall, parent, data
+        return status, wall, parent, data
+
+    def response(self):
+        lines = self.until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        if "content-length" in headers:
+            return status, headers, self.exactly(int(headers["content-length"]))
+        if headers.get("transfer-encoding", "").lower() != "chunked":
+            raise RuntimeError(f"unframed response: {headers}")
+        data = b""
+        while True:
+            size = int(self.until(b"\r\n").split(b";")[0], 16)
+            data += self.exactly(size + 2)[:size]  # no trailers here
+            if size == 0:
+                return status, headers, data
+
+    def fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("Spin closed the connection")
+        self.buffer += chunk
+
+    def until(self, marker):
+        while marker not in self.buffer:
+            self.fill()
+        end = self.buffer.index(marker) + len(marker)
+        out, self.buffer = self.buffer[:end], self.buffer[end:]
+        return out
+
+    def exactly(self, n):
+        while len(self.buffer) < n:
+            self.fill()
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
 
     def close(self):
-        self.connection.close()
+        self.sock.close()
 
 
 def send_orders(client, count, traced, what):
@@ -468,12 +513,27 @@ def watch_one_order(client, redis, collector, namer):
     return {"commands": [], "on_connect": [], "inside_scripts": {}, "unmatched": True}
 
 
+def redis_counters(redis):
+    """Redis' own counters: connections accepted, commands run (scripts' own
+    commands included), and errors by kind (a client library's handshake
+    commands an older Redis refuses show up there, not in MONITOR)."""
+    counters = {}
+    for section in ("stats", "errorstats"):
+        for line in redis.cli("INFO", section).splitlines():
+            key, _, value = line.partition(":")
+            if key in ("total_connections_received", "total_commands_processed"):
+                counters[key] = int(value)
+            elif key.startswith("errorstat_"):
+                counters[key] = int(value.split("=")[1])
+    return counters
+
+
 # ----------------------------------------------------------------- one trace into parts
 
 OUTSIDE = "outside Spin's route span (client, loopback, HTTP parsing)"
 BEFORE = "Spin before the component (routing, instance prepared)"
 INSTANTIATE = "component instantiation (to the guest's first host call)"
-AFTER = "Spin after the guest's last host call (response out)"
+AFTER = "Spin after the guest's last host call, until the route span ends"
 
 
 def analyse(spans, parent, wall, namer):
@@ -663,8 +723,10 @@ def report(results):
                   f"The same orders on a second `spin up` with no OpenTelemetry ({u['orders']} after "
                   f"{u['warmup']} of warm-up): client wall time median {fmt(u['wall']['median'])} µs, p90 "
                   f"{fmt(u['wall']['p90'])} µs (traced: {fmt(s['wall']['median'])} / {fmt(s['wall']['p90'])}). "
-                  "The difference is what exporting the spans cost (the batch exporter shares the two cores), "
-                  "spread over the parts above.", ""]
+                  "The difference is what tracing costs (spans built on every host call, exported by a batch "
+                  f"exporter on the same two cores), spread over the parts above. Untraced too, {u['stalled']} of "
+                  f"{u['orders']} orders took over 30 ms more than the median: the stall of \"Bodies finished after "
+                  "Spin's route span\".", ""]
     w = results["watched"]
     lines += ["## Per order, on Spin", "",
               f"- Postgres: {s['categories']['postgres']['calls_per_order']:g} host calls "
@@ -674,10 +736,40 @@ def report(results):
               "pooled connection out with deadpool's `RecyclingMethod::Clean` (one more round trip of "
               "`CLOSE ALL; … DISCARD …` before the first statement)",
               f"- Redis: {results['counts']['redis_open']:g} connection(s) opened (Spin opens a new TCP connection on "
-              f"every `open`), {results['counts']['redis_commands']:g} commands: {', '.join(w['commands']) or 'unknown'}"
+              f"every `open`), {results['counts']['redis_commands']:g} commands: "
+              + (", ".join(f"{c}" + (f" (runs {' '.join(w['inside_scripts'][c])})" if w["inside_scripts"].get(c) else "")
+                           for c in w["commands"]) or "unknown")
               + (f"; on connecting, the client also sent {', '.join(sorted(set(w['on_connect'])))}" if w["on_connect"] else ""),
+              "- Redis as the server counted it, per order over the profiled run (the cron components' few "
+              "commands included): " + ", ".join(f"{k.replace('errorstat_', 'errors ')} {v:.2f}"
+                                               for k, v in results["redis_server_per_order"].items())
+              + ("; the errors are redis-rs's `CLIENT SETINFO LIB-NAME` and `LIB-VER`, pipelined on every new "
+                 "connection (Redis before 7.2 refuses both; MONITOR shows no refused command)"
+                 if results["redis_server_per_order"].get("errorstat_ERR", 0) >= 1.5 else ""),
               f"- Spin variables: {results['counts']['variables']:g} gets ({', '.join(results['counts']['variable_keys'])})",
-              "", "## Timeline of one order", "",
+              ""]
+    late = results.get("late_body")
+    if late:
+        h = late["response_headers"]
+        framing = (f"`transfer-encoding: {h['transfer-encoding']}`" if "transfer-encoding" in h
+                   else f"`content-length: {h['content-length']}`" if "content-length" in h else "no framing header")
+        lines += ["## Bodies finished after Spin's route span", "",
+                  f"In {late['orders']} of {late['of']} orders the guest's `outgoing-body.finish` came after Spin had "
+                  f"already handed the response head to hyper (the route span had ended). Outside Spin those "
+                  f"orders took median {fmt(late['outside_late']['median'])} µs (p90 "
+                  f"{fmt(late['outside_late']['p90'])}), the others {fmt(late['outside_on_time']['median'])} µs "
+                  f"(p90 {fmt(late['outside_on_time']['p90'])}); client wall time median "
+                  f"{fmt(late['wall_late']['median'])} vs {fmt(late['wall_on_time']['median'])} µs. "
+                  f"The answer is framed with {framing}.", "",
+                  "Spin 4.0.2 sets no `TCP_NODELAY` on the connections it accepts (trigger-http has no "
+                  "`set_nodelay`): when hyper has written the head (or the head and the data) before the guest "
+                  "finished its body, the rest (the data, or chunked encoding's last chunk: the guest sends no "
+                  "`content-length`) waits under Nagle's algorithm for the client's ACK, which a client delaying "
+                  "ACKs sends only after 40 ms (Linux's least delayed-ACK time); the stalls' size fits that. A body "
+                  "written and finished before the response is set would likely leave nothing to wait for (hyper "
+                  "would write it with the head); a `content-length` alone would spare the last chunk, not a body "
+                  "written after the head went out.", ""]
+    lines += ["## Timeline of one order", "",
               "Every part in the order it happens (start: median µs after the route span began).", "",
               "| start µs | part | median µs | p90 µs | mean µs | orders with it |", "|---|---|---|---|---|---|"]
     for row in s["timeline"]:
@@ -713,18 +805,19 @@ def main():
                         help="orders on a Spin without tracing, for its overhead (0: skip)")
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--products", type=int, default=100)
+    parser.add_argument("--host", default=HOST, help="the edge-host binary that applies the migrations")
     parser.add_argument("--trace-level", default="info,wasmtime_wasi_http=trace",
                         help="SPIN_OTEL_TRACING_LEVEL: `info` is Spin's default spans; the wasi:http calls "
                              "(trace) mark where instantiation ends and the response starts")
     args = parser.parse_args()
     manifest = os.path.join(ROOT, "spin.toml")
-    wait_for_build(manifest)
+    wait_for_build(manifest, args.host)
     spin = bench.spin_install()
     if not spin:
         spin = {"bin": os.path.join(SPIN_DIR, "bin/spin"), "data": os.path.join(SPIN_DIR, "data")}
         if not os.path.exists(spin["bin"]):
             raise SystemExit("profile: no Spin: run ../shared/spin/install target/spin")
-    facts = bench.facts(HOST)
+    facts = bench.facts(args.host)
     facts["spin"] = bench.run([spin["bin"], "--version"]).strip()
     facts["load_before"] = " ".join(open("/proc/loadavg").read().split()[:3])
     namer = Namer()
@@ -732,7 +825,7 @@ def main():
     redis = bench.Redis()
     app, spins, clients = None, [], []
     try:
-        app = bench.App(HOST, redis, 0, "profile", pool=64)
+        app = bench.App(args.host, redis, 0, "profile", pool=64)
         bench.seed_orders(app, products=args.products, users=args.users, coupons=0, stock=1_000_000)
         log(f"spin up with traces to {collector.endpoint()} ({args.trace_level})")
         spins.append(start_spin(spin, spin_env(app, redis, otel_env(collector, args.trace_level))))
@@ -740,10 +833,16 @@ def main():
         clients.append(client)
         send_orders(client, args.warmup, True, "warm-up")
         log(f"{args.orders} orders, one at a time")
+        counters_before = redis_counters(redis)
         started = time.time()
         sent = send_orders(client, args.orders, True, "profiled")
         rate = args.orders / (time.time() - started)
+        counters_after = redis_counters(redis)
+        redis_per_order = {k: (counters_after.get(k, 0) - counters_before.get(k, 0)) / args.orders
+                           for k in sorted(set(counters_before) | set(counters_after))}
         complete = wait_for_traces(collector, sent)
+        if not complete:
+            log("some traces were still incomplete after 30 s: those orders are left out")
         log("one more order, watched with MONITOR, to name the Redis commands")
         watched = watch_one_order(client, redis, collector, namer)
         spins.pop().stop()
@@ -752,11 +851,13 @@ def main():
             log(f"{args.untraced} orders on a Spin without tracing")
             spins.append(start_spin(spin, spin_env(app, redis, {})))
             plain = Client(spins[-1].url, args.users, args.products)
-            plain.sent = client.sent  # other products and users' keys than the traced run's
+            plain.sent = client.sent  # the next products and users
             clients.append(plain)
             send_orders(plain, args.warmup, False, "warm-up (untraced)")
             walls = [wall for _, _, wall in send_orders(plain, args.untraced, False, "untraced")]
-            untraced = {"orders": len(walls), "warmup": args.warmup, "wall": stats(walls, len(walls))}
+            slow = statistics.median(walls) + 30_000
+            untraced = {"orders": len(walls), "warmup": args.warmup, "wall": stats(walls, len(walls)),
+                        "stalled": sum(w > slow for w in walls)}
             spins.pop().stop()
     finally:
         for c in clients:
@@ -787,6 +888,21 @@ def main():
     if not orders:
         raise SystemExit("profile: no complete trace came in")
     summary = summarise(orders)
+    # The guest finishing its body after Spin handed the head to hyper (seen
+    # only with the wasi:http calls traced): what it costs the client.
+    outside = lambda o: next(us for c, _, _, us in o["parts"] if c == "outside")
+    finished_late = lambda o: any(label.startswith("after the response") and "outgoing-body.finish" in label
+                                  for _, label, _, _ in o["parts"])
+    traced_wasi = any(c == "wasi" for o in orders for c, _, _, _ in o["parts"])
+    late = [o for o in orders if finished_late(o)]
+    on_time = [o for o in orders if not finished_late(o)]
+    late_body = {"orders": len(late), "of": len(orders),
+                 "outside_late": stats([outside(o) for o in late], len(late)),
+                 "outside_on_time": stats([outside(o) for o in on_time], len(on_time)),
+                 "wall_late": stats([o["wall"] for o in late], len(late)),
+                 "wall_on_time": stats([o["wall"] for o in on_time], len(on_time)),
+                 "response_headers": {k: v for k, v in client.last_headers.items()
+                                      if k in ("content-length", "transfer-encoding", "connection")}} if traced_wasi else None
     grouped = summary["grouped"].values()
     count = lambda pred: statistics.median([sum(1 for c, label, _, _ in o["parts"] if pred(c, label)) for o in orders])
     counts = {
@@ -813,10 +929,10 @@ def main():
                  for name, attrs in sorted(span_names.items())]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     results = {
-        "command": "python3 bench/profile.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python3 bench/profile.py", *sys.argv[1:]]),
         "facts": facts, "settings": vars(args), "rate": rate, "incomplete": incomplete,
         "traces_complete_on_time": complete, "spans_per_order": statistics.mean(o["spans"] for o in orders),
-        "watched": watched, "counts": counts, "untraced": untraced, "span_names": span_list,
+        "watched": watched, "counts": counts, "late_body": late_body, "redis_server_per_order": redis_per_order, "untraced": untraced, "span_names": span_list,
         "unnamed_sql": namer.unnamed_sql, "summary": summary, "limits": LIMITS,
         "orders": [{"wall": o["wall"], "route": o["route"], "parts": o["parts"]} for o in orders],
     }

@@ -334,7 +334,7 @@ pub(super) async fn units_that_come_back_are_ordered_again_within_a_second(runti
         storm.running.store(true, Ordering::SeqCst);
         storm.until_refused(Instant::now()).await;
         let began = Instant::now();
-        let run = admin_post(&app, "/api/v1/admin/recovery/run", json!({})).await;
+        let run = recover_now(&app).await;
         assert_eq!(run.status, 200, "{}", run.text);
         assert_eq!(run.body["rolledBack"], 1, "{}", run.text);
         waits.push((

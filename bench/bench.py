@@ -439,13 +439,13 @@ def source_constant(path, name):
 
 def raw_evalsha(redis, connections, requests):
     """redis-benchmark running the coupon DECIDE script via EVALSHA."""
-    script = source_constant("components/coupon/src/allocation.rs", "DECIDE")
+    script = source_constant("crates/coupon-allocation/src/lib.rs", "DECIDE")
     sha = redis.cli("SCRIPT", "LOAD", script)
     redis.cli("SET", "coupon:{raw}:remaining", "1000000000")
     redis.cli("SET", "coupon:{raw}:window", "0 99999999999999")
     out = run(["redis-benchmark", "-p", str(redis.port), "-c", str(connections), "-n", str(requests), "-r", "100000000",
-               "-q", "EVALSHA", sha, "3", "coupon:{raw}:remaining", "coupon:{raw}:issued", "coupon:{raw}:window",
-               "__rand_int__"])
+               "-q", "EVALSHA", sha, "5", "coupon:{raw}:remaining", "coupon:{raw}:issued", "coupon:{raw}:window",
+               "coupon:{raw}:late", "coupon:{raw}:decided", "__rand_int__"])
     return float(re.search(r"([\d.]+) requests per second", out).group(1))
 
 

@@ -1,4 +1,5 @@
-//! Data straight into the tables, for tests whose subject is something else.
+//! Data straight into the tables (and counted straight from them), for
+//! tests whose subject is something else.
 
 use crate::TestApp;
 
@@ -26,4 +27,16 @@ pub async fn fund(app: &TestApp, user: i64, amount: i64) {
     )
     .await
     .unwrap();
+}
+
+/// How many users Postgres says hold `coupon`.
+pub async fn coupon_holders(app: &TestApp, coupon: i64) -> i64 {
+    let db = app.pg().await.unwrap();
+    db.query_one(
+        "SELECT count(*) FROM user_coupons WHERE coupon_id = $1",
+        &[&coupon],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }

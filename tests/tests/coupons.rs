@@ -2,7 +2,7 @@
 //! through a Redis flush and a failing Postgres.
 
 use edge_tests::private::PrivatePostgres;
-use edge_tests::{invariants, token, Options, Reply, TestApp};
+use edge_tests::{fixtures, invariants, token, Options, Reply, TestApp};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -59,17 +59,6 @@ fn by_status(replies: &[(i64, Reply)]) -> HashMap<(u16, String), usize> {
         *counts.entry((reply.status, code)).or_default() += 1;
     }
     counts
-}
-
-async fn rows(app: &TestApp, coupon: i64) -> i64 {
-    let db = app.pg().await.unwrap();
-    db.query_one(
-        "SELECT count(*) FROM user_coupons WHERE coupon_id = $1",
-        &[&coupon],
-    )
-    .await
-    .unwrap()
-    .get(0)
 }
 
 fn redis_remaining(app: &TestApp, coupon: i64) -> Option<i64> {
@@ -210,7 +199,7 @@ async fn outside_the_issue_window_is_not_issuable() {
         issue(&app, id, 3)
             .await
             .assert_problem(409, "COUPON_NOT_ISSUABLE");
-        assert_eq!(rows(&app, id).await, 0);
+        assert_eq!(fixtures::coupon_holders(&app, id).await, 0);
         assert_eq!(
             redis_remaining(&app, id),
             keys,
@@ -243,7 +232,7 @@ async fn a_window_that_has_just_closed_is_refused_by_redis() {
     issue(&app, id, 2)
         .await
         .assert_problem(409, "COUPON_NOT_ISSUABLE");
-    assert_eq!(rows(&app, id).await, 1);
+    assert_eq!(fixtures::coupon_holders(&app, id).await, 1);
     assert_eq!(redis_remaining(&app, id), Some(4), "the keys are still there");
 }
 
@@ -266,7 +255,7 @@ async fn a_thousand_users_race_for_a_hundred_coupons_across_instances() {
     for (_, reply) in replies.iter().filter(|(_, r)| r.status == 409) {
         reply.assert_problem(409, "COUPON_SOLD_OUT");
     }
-    assert_eq!(rows(&app, coupon).await, 100);
+    assert_eq!(fixtures::coupon_holders(&app, coupon).await, 100);
     assert_eq!(redis_remaining(&app, coupon), Some(0));
     let read = app.get(&format!("/api/v1/coupons/{coupon}"), None).await.unwrap();
     assert_eq!(read.body["remaining"], 0);
@@ -286,7 +275,7 @@ async fn one_user_firing_fifty_times_gets_one_coupon() {
         Some(&49),
         "{counts:?}"
     );
-    assert_eq!(rows(&app, coupon).await, 1);
+    assert_eq!(fixtures::coupon_holders(&app, coupon).await, 1);
     assert_eq!(redis_remaining(&app, coupon), Some(99));
     invariants::assert_all_with_redis(&app.pg().await.unwrap(), &mut app.redis().unwrap()).await;
 }
@@ -312,7 +301,7 @@ async fn a_redis_flush_mid_storm_never_over_issues() {
     let replies = storm(&app, coupon, (1..=40).chain(1001..=1400)).await;
     flusher.await.unwrap();
 
-    let issued = rows(&app, coupon).await;
+    let issued = fixtures::coupon_holders(&app, coupon).await;
     assert_eq!(
         issued, 100,
         "demand exceeds supply, so every coupon goes, and no more"
@@ -351,7 +340,7 @@ async fn a_failed_persist_answers_503_and_gives_the_unit_back() {
     let reply = issue(&app, coupon, 7).await;
     reply.assert_problem(503, "SERVICE_UNAVAILABLE");
     assert!(reply.header("retry-after").is_some());
-    assert_eq!(rows(&app, coupon).await, 0);
+    assert_eq!(fixtures::coupon_holders(&app, coupon).await, 0);
     assert_eq!(redis_remaining(&app, coupon), Some(10), "the unit went back");
     let member: bool = redis::cmd("SISMEMBER")
         .arg(app.redis_key(&format!("coupon:{{{coupon}}}:issued")))
@@ -394,7 +383,7 @@ async fn postgres_crashing_mid_storm_loses_nothing() {
     }
     let created = replies.iter().filter(|(_, r)| r.status == 201).count() as i64;
     // Every 201 is a durable row; every other answer left nothing behind.
-    assert_eq!(rows(&app, coupon).await, created);
+    assert_eq!(fixtures::coupon_holders(&app, coupon).await, created);
     invariants::assert_all_with_redis(&app.pg().await.unwrap(), &mut app.redis().unwrap()).await;
     // After recovery the remaining coupons can still be issued, exactly.
     let after = storm(&app, coupon, 5001..=5300).await;

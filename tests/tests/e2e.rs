@@ -1276,29 +1276,36 @@ async fn behind_a_lock<F: std::future::Future<Output = Vec<Reply>>>(
     let mut holder = app.pg().await.unwrap();
     let transaction = holder.transaction().await.unwrap();
     transaction.execute(lock, &[]).await.unwrap();
-    let watcher = app.pg().await.unwrap();
-    let waiting = async {
-        for _ in 0..200 {
-            let row = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .unwrap();
-            if row.get::<_, i64>(0) >= 4 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the requests never queued behind the test's lock");
-    };
+    let waiting = until_waiting_on_locks(app, 4);
     let (replies, ()) = tokio::join!(requests, async {
         waiting.await;
         transaction.commit().await.unwrap();
     });
     replies
+}
+
+/// Wait until `at_least` statements of the app wait on a row lock (within 20 s).
+async fn until_waiting_on_locks(app: &TestApp, at_least: i64) {
+    let watcher = app.pg().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) >= at_least {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the requests never queued behind the test's lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Invariant 5 with Redis down, so the Postgres backstop alone decides:

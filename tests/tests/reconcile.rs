@@ -6,7 +6,7 @@
 //! of the test builds); the same on real Spin, killed at random: e2e
 //! `a_coupon_storm_with_instances_killed_at_random_is_healed_by_recovery`.
 
-use edge_tests::{invariants, token, Options, Reply, TestApp};
+use edge_tests::{fixtures, invariants, token, Options, Reply, TestApp};
 use redis::Commands;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -44,17 +44,6 @@ async fn issue(app: &TestApp, coupon: i64, user: i64) -> Reply {
     app.request(reqwest::Method::POST, &path, Some(&token(user, None)), &[], None)
         .await
         .unwrap()
-}
-
-async fn holders_in_postgres(app: &TestApp, coupon: i64) -> i64 {
-    let db = app.pg().await.unwrap();
-    db.query_one(
-        "SELECT count(*) FROM user_coupons WHERE coupon_id = $1",
-        &[&coupon],
-    )
-    .await
-    .unwrap()
-    .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,7 +106,7 @@ async fn issues_killed_between_redis_and_postgres_are_given_back_by_recovery() {
         "Redis counts 80 issued"
     );
     assert_eq!(
-        holders_in_postgres(&app, coupon).await,
+        fixtures::coupon_holders(&app, coupon).await,
         50,
         "Postgres recorded 50"
     );
@@ -164,7 +153,7 @@ async fn issues_killed_between_redis_and_postgres_are_given_back_by_recovery() {
         }
     }
     assert_eq!(more, 20);
-    assert_eq!(holders_in_postgres(&app, coupon).await, 100);
+    assert_eq!(fixtures::coupon_holders(&app, coupon).await, 100);
     invariants::assert_all_with_redis(&app.pg().await.unwrap(), &mut redis).await;
 }
 

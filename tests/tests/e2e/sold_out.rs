@@ -316,7 +316,7 @@ pub(super) async fn units_that_come_back_are_ordered_again_within_a_second(runti
             Instant::now()
         };
         let holding = async {
-            until_waiting_on_a_lock(&app).await;
+            until_waiting_on_locks(&app, 1).await;
             storm.running.store(true, Ordering::SeqCst);
             storm.until_refused(Instant::now()).await;
             let began = Instant::now();
@@ -357,27 +357,6 @@ pub(super) async fn units_that_come_back_are_ordered_again_within_a_second(runti
     check_invariants(&app).await;
 }
 
-/// Wait until some statement of the app waits on a row lock.
-async fn until_waiting_on_a_lock(app: &TestApp) {
-    let watcher = app.pg().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let row = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap();
-        if row.get::<_, i64>(0) >= 1 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nothing waited on the test's lock");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// An order of one unit of `product` by `buyer`, put on hold by a deadlock
 /// (as in the cron scenario): it holds the unit until recovery ends it.
 async fn held_by_a_deadlock(app: &TestApp, buyer: i64, product: i64) -> i64 {
@@ -392,7 +371,7 @@ async fn held_by_a_deadlock(app: &TestApp, buyer: i64, product: i64) -> i64 {
         .unwrap();
     let placing = order(app, buyer, "held", json!({"items": [line(product, 1)]}));
     let deadlock = async {
-        until_waiting_on_a_lock(app).await;
+        until_waiting_on_locks(app, 1).await;
         let pending: i64 = tx
             .query_one(
                 "SELECT id FROM orders WHERE user_id = $1 AND status = 'PENDING'",

@@ -467,8 +467,9 @@ def raw_order_chain(db, connections, seconds):
     script = "\n".join([
         r"\set user random(1, 1000)",
         r"\set product random(1, 100)",
-        bind(prices, {1: "ARRAY[:product]::int8[]"}),
-        bind(create, {1: ":user", 2: "'pgbench-' || :client_id || '-' || random()", 3: "'f'", 4: "'PENDING'",
+        r"\set key random(1, 1000000000)",
+        bind(prices, {1: "ARRAY[:product]::int8[]", 2: ":user", 3: "'pgbench-' || :client_id || '-' || :key"}),
+        bind(create, {1: ":user", 2: "'pgbench-' || :client_id || '-' || :key", 3: "'f'", 4: "'PENDING'",
                       5: "NULL", 6: "1000", 7: "NULL", 8: "NULL", 9: "NULL", 10: "ARRAY[:product]",
                       11: "ARRAY[1]", 12: "ARRAY[1000]", 13: "'pgbench'"}).rstrip(";") + r" \gset",
         bind(reserve, {1: ":id", 2: ":product", 3: "1"}),
@@ -607,14 +608,18 @@ def workload_sold_out(app, scale, restock=False):
 
 def seed_paid_orders(app, orders):
     """`orders` PAID orders, one per user (order id = user id), of 4 units of
-    product 1 + id % 100 at 1,000 KRW, with their payments, wallets and stock
-    as the app would have left them (the invariants hold)."""
+    product 1 + id % 100 at 1,000 KRW, with their payments, wallets, stock
+    and order.paid events as the app would have left them (the invariants hold)."""
     app.sql("INSERT INTO products (name, price, stock, initial_stock) "
             "SELECT 'product ' || g, 1000, 1000000, 1000000 FROM generate_series(1, 100) g")
     app.sql(f"WITH o AS (INSERT INTO orders (user_id, idempotency_key, request_fingerprint, status, total_amount, "
             f"balance_deducted, paid_at) SELECT g, 'seed', 'seed', 'PAID', 4000, true, now() "
             f"FROM generate_series(1, {orders}) g RETURNING id) "
             f"INSERT INTO order_items (order_id, product_id, quantity, unit_price) SELECT id, 1 + id % 100, 4, 1000 FROM o")
+    # Each paid order's order.paid, as its CONFIRM would have written it (invariant 6).
+    app.sql("INSERT INTO order_events (order_id, type, data) SELECT id, 'order.paid', "
+            "jsonb_build_object('orderId', id, 'userId', user_id, 'status', 'PAID', 'totalAmount', total_amount) "
+            "FROM orders ORDER BY id")
     app.sql("UPDATE products p SET stock = p.stock - s.units FROM (SELECT product_id, sum(quantity) AS units "
             "FROM order_items GROUP BY product_id) s WHERE p.id = s.product_id")
     app.sql(f"INSERT INTO wallets (user_id, balance) SELECT g, 100000 FROM generate_series(1, {orders}) g")

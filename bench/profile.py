@@ -934,7 +934,6 @@ def main():
         "traces_complete_on_time": complete, "spans_per_order": statistics.mean(o["spans"] for o in orders),
         "watched": watched, "counts": counts, "late_body": late_body, "redis_server_per_order": redis_per_order, "untraced": untraced, "span_names": span_list,
         "unnamed_sql": namer.unnamed_sql, "summary": summary, "limits": LIMITS,
-        "orders": [{"wall": o["wall"], "route": o["route"], "parts": o["parts"]} for o in orders],
     }
     directory = os.path.join(ROOT, "bench/results")
     os.makedirs(directory, exist_ok=True)

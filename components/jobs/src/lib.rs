@@ -51,14 +51,7 @@ fn run_recovery(req: &Request, _: &Params) -> ApiResult {
     // rounds started only while the last can end within the job's limit.
     let left = DELIVER_BUDGET.saturating_sub(started.elapsed());
     if !left.is_zero() {
-        edge::router::after_response(move || {
-            if let Err(problem) = outbox::deliver(outbox::Scope::Due, left) {
-                eprintln!(
-                    "jobs: delivery after the recovery run stopped: {}",
-                    problem.detail
-                );
-            }
-        });
+        outbox::deliver_after_response_within(outbox::Scope::Due, left);
     }
     Ok(respond::ok(&summary))
 }

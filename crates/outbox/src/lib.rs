@@ -164,8 +164,14 @@ const AFTER_RESPONSE_BUDGET: Duration = Duration::from_secs(15);
 /// sent (SPEC §9: the first attempt right after the answer, which never
 /// waits for it). A failure here is retried by the next cron run.
 pub fn deliver_after_response(scope: Scope) {
+    deliver_after_response_within(scope, AFTER_RESPONSE_BUDGET);
+}
+
+/// [`deliver_after_response`], with rounds started only within `budget`
+/// (a caller whose platform stops the request at a limit).
+pub fn deliver_after_response_within(scope: Scope, budget: Duration) {
     edge::router::after_response(move || {
-        if let Err(problem) = deliver(scope, AFTER_RESPONSE_BUDGET) {
+        if let Err(problem) = deliver(scope, budget) {
             eprintln!("webhooks: delivery after the answer stopped: {}", problem.detail);
         }
     });

@@ -554,17 +554,19 @@ def workload_orders_with_webhooks(app, scale, products):
     return result
 
 
-def workload_sold_out(app, scale, restock=False):
-    """A limited drop (SPEC §4, the sold-out gate): `order_requests` orders
-    of one unit of one product that has SOLD_OUT_UNITS; the first ones are
-    sold, the rest refused `409 OUT_OF_STOCK`, after the gate closes from
-    Redis with no order written. With `restock`, an admin puts
-    RESTOCK_UNITS back every RESTOCK_EVERY_S while the storm runs: each batch
-    must be sold again (demand exceeds supply throughout)."""
-    seed_orders(app, products=1, users=1000, coupons=0, stock=SOLD_OUT_UNITS)
+def workload_sold_out(app, scale, restock=False, units=None, orders=None):
+    """A limited drop (SPEC §4, the sold-out gate): `orders` (by default
+    `order_requests`) orders of one unit of one product that has `units`
+    (by default SOLD_OUT_UNITS); the first ones are sold, the rest refused
+    `409 OUT_OF_STOCK`, after the gate closes from Redis with no order
+    written. With `restock`, an admin puts RESTOCK_UNITS back every
+    RESTOCK_EVERY_S while the storm runs: each batch must be sold again
+    (demand exceeds supply throughout)."""
+    units = SOLD_OUT_UNITS if units is None else units
+    seed_orders(app, products=1, users=1000, coupons=0, stock=units)
     n = len(app.hosts)
     tokens = [tokens_file(range(1 + i, 1001, n)) for i in range(n)]
-    total = scale["order_requests"]
+    total = orders or scale["order_requests"]
     storming = threading.Event()
     restocks = []
 
@@ -595,13 +597,13 @@ def workload_sold_out(app, scale, restock=False):
                        "WHERE o.status = 'PAID'"))
     written = int(app.sql("SELECT count(*) FROM orders"))
     stock = int(app.sql("SELECT stock FROM products WHERE id = 1"))
-    result["check"] = {"units": SOLD_OUT_UNITS, "restocked": restocked,
+    result["check"] = {"units": units, "restocked": restocked,
                        "restock_failures": [s for s in restocks if s != "201"],
                        "sold": sold, "orders_written": written, "stock_left": stock}
     # Nothing oversold, nothing left unsold that a buyer asked for before the
     # storm ended (a restock landing in the storm's last instant may stay).
     left_allowed = RESTOCK_UNITS if restock else 0
-    result["ok_extra"] = (sold + stock == SOLD_OUT_UNITS + restocked and stock <= left_allowed
+    result["ok_extra"] = (sold + stock == units + restocked and stock <= left_allowed
                           and all(s == "201" for s in restocks))
     return result
 
@@ -883,6 +885,8 @@ def main():
             "hot product": lambda app: workload_orders(app, scale, 1, hot=True),
             SOLD_OUT: lambda app: workload_sold_out(app, scale),
             SOLD_OUT_RESTOCK: lambda app: workload_sold_out(app, scale, restock=True),
+            SOLD_OUT_NOTHING_LEFT: lambda app: workload_sold_out(app, scale, units=0),
+            SOLD_OUT_COUPON_SIZE: lambda app: workload_sold_out(app, scale, orders=scale["coupon_requests"]),
             "refund storm": lambda app: workload_refunds(app, scale),
             "charges": lambda app: workload_charges(app, scale),
             "reads": lambda app: workload_reads(app, scale),
@@ -987,6 +991,13 @@ SPIN_MAX_CONNECTIONS = 400
 # buyers; and the same with RESTOCK_UNITS put back every RESTOCK_EVERY_S.
 SOLD_OUT = "sold-out storm (one product, 100 units)"
 SOLD_OUT_RESTOCK = "sold-out storm, restocked during it"
+# Two shapes beside the issue's, to tell the gate's cost from the sale's: no
+# unit at all (every order refused, the gate's own rate), and as many orders
+# as the coupon storm (the 100 sales spread over as many requests as its
+# 1,000 issues are).
+SOLD_OUT_NOTHING_LEFT = "sold-out storm, nothing left (refusals only)"
+SOLD_OUT_COUPON_SIZE = "sold-out storm, as many orders as the coupon storm"
+SOLD_OUT_SHAPES = (SOLD_OUT, SOLD_OUT_RESTOCK, SOLD_OUT_NOTHING_LEFT, SOLD_OUT_COUPON_SIZE)
 SOLD_OUT_UNITS = 100
 RESTOCK_UNITS = 10
 RESTOCK_EVERY_S = 0.5
@@ -1084,7 +1095,7 @@ def write_report(results, suffix=""):
                   "|---|---|---|---|---|---|---|---|---|"] + webhook_rows
     gate_rows = []
     for (name, instances), by_runtime in rows.items():
-        if name not in (SOLD_OUT, SOLD_OUT_RESTOCK):
+        if name not in SOLD_OUT_SHAPES:
             continue
         for runtime, storm in by_runtime.items():
             coupon = rows.get((COUPON_STORM, instances), {}).get(runtime)
@@ -1099,9 +1110,11 @@ def write_report(results, suffix=""):
         lines += ["", "## The sold-out gate beside the coupon storm", "",
                   f"{results['scale']['order_requests']} orders of one unit for one product of {SOLD_OUT_UNITS} "
                   f"units (with restocks: {RESTOCK_UNITS} units put back every {RESTOCK_EVERY_S} s during the "
-                  "storm), beside the coupon storm of the same run (goal: the sold-out storm at least 80 % of the "
-                  "coupon storm's rate on each runtime). Orders written: every row in `orders` (the sold ones, "
-                  "and those a reserve refused when the last units went between a price read and the reserve).", "",
+                  "storm; nothing left: 0 units; as many orders as the coupon storm: "
+                  f"{results['scale']['coupon_requests']}), beside the coupon storm of the same run (goal: the "
+                  "sold-out storm at least 80 % of the coupon storm's rate on each runtime). Orders written: every "
+                  "row in `orders` (the sold ones, and those a reserve refused when the last units went between a "
+                  "price read and the reserve).", "",
                   "| workload | runtime | instances | req/s | coupon storm req/s | share | units sold (per run) "
                   "| restocked | orders written |",
                   "|---|---|---|---|---|---|---|---|---|"] + gate_rows

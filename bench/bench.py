@@ -566,7 +566,7 @@ def workload_sold_out(app, scale, restock=False, units=None, orders=None):
     seed_orders(app, products=1, users=1000, coupons=0, stock=units)
     n = len(app.hosts)
     tokens = [tokens_file(range(1 + i, 1001, n)) for i in range(n)]
-    total = orders or scale["order_requests"]
+    total = scale["order_requests"] if orders is None else orders
     storming = threading.Event()
     restocks = []
 
@@ -885,7 +885,6 @@ def main():
             "hot product": lambda app: workload_orders(app, scale, 1, hot=True),
             SOLD_OUT: lambda app: workload_sold_out(app, scale),
             SOLD_OUT_RESTOCK: lambda app: workload_sold_out(app, scale, restock=True),
-
             "refund storm": lambda app: workload_refunds(app, scale),
             "charges": lambda app: workload_charges(app, scale),
             "reads": lambda app: workload_reads(app, scale),

@@ -2,8 +2,7 @@
 //! them back; §8: the owner's cancel and an admin's partial refund. The steps
 //! and the refund statement live in `order-flow`, shared with recovery.
 
-use commerce::idempotency::IdempotencyKey;
-use commerce::order::{self, price, OrderStatus, PricingError};
+use commerce::order::{self, price, OrderStatus, Priced, PricingError};
 use commerce::page::split_page;
 use commerce::refund::RefundRequest;
 use commerce::{ErrorCode, Rejection};
@@ -22,7 +21,7 @@ use order_flow::refund::{self as refunds, Asker, Outcome, Refunded};
 use order_flow::view::{self, Item, PaidOrder, Select};
 use order_flow::{Created, Failpoints, NewOrder, StepError, Undo};
 use serde::Serialize;
-use sold_out_gate::Gates;
+use sold_out_gate::{Admission, Gates};
 use spin_sdk::http::{IncomingRequest, Response, ResponseOutparam};
 use spin_sdk::http_component;
 
@@ -59,80 +58,66 @@ fn place_order(req: &Request, _: &Params) -> ApiResult {
     // The validated request (lines sorted by product), so line order does not matter.
     let canonical = (&lines, request.user_coupon_id);
     let fingerprint = idempotency::fingerprint(PLACE_ROUTE, &canonical);
-    // The sold-out gate (SPEC §4), before Postgres is touched: a product
-    // Postgres was just short of is refused from Redis, with no order written.
-    let redis = edge::redis::connect();
-    let gates = redis.as_ref().ok().and_then(|redis| Gates::read(redis, &lines));
+    let claim =
+        idempotency::Pending::new(&caller, PLACE_ROUTE, key, fingerprint).in_slot_of(sold_out_gate::HASH_TAG);
+    // The sold-out gate (SPEC §4) and the key's claim, in one Redis round
+    // trip before Postgres is touched: a product Postgres was just short of
+    // is refused from Redis, with no order written, and the refusal is kept
+    // as the key's answer.
+    let mut refusals: Vec<Response> = lines
+        .iter()
+        .map(|(product_id, _)| sold_out(*product_id).into_response())
+        .collect();
+    let records: Vec<Vec<u8>> = refusals
+        .iter()
+        .map(|refusal| claim.final_record(refusal))
+        .collect();
     let now_millis = chrono::Utc::now().timestamp_millis();
-    if let (Ok(redis), Some(product_id)) = (&redis, gates.as_ref().and_then(|g| g.refused(now_millis))) {
-        return refuse_sold_out(redis, &caller, &key, &fingerprint, product_id);
-    }
-    let db = Db::connect()?;
-    // Prices are read before the key is claimed: an order too large to price
-    // is a 400 and, like every validation error, is not stored.
-    let catalogue = order_flow::catalogue(&db, caller.user_id, key.as_str(), &request)?;
-    if let (Ok(redis), Some(gates)) = (&redis, &gates) {
-        if gates.records_unmarked() {
-            let retention_millis = idempotency::RETENTION_SECONDS * 1000;
-            gates.mark_records_complete(redis, catalogue.newest_order_ms, now_millis, retention_millis);
-        }
-    }
-    let priced = match price(&request, &catalogue.prices) {
-        Ok(priced) => Ok(priced),
-        Err(PricingError::UnknownProduct(id)) => Err(id),
-        Err(PricingError::Overflow(rejection)) => return Err(rejection.into()),
+    let admitted = edge::redis::connect()
+        .and_then(|redis| Gates::admit(&redis, &lines, now_millis, &claim, &records).map(|a| (redis, a)));
+    let (owned, gates) = match admitted {
+        Ok((_, Admission::Answered(existing))) => return claim.answer_existing(&existing),
+        Ok((_, Admission::Refused(line))) => return Ok(refusals.swap_remove(line)),
+        Ok((redis, Admission::Claimed(gates))) => (claim.claimed(redis), Some(gates)),
+        Err(problem) => (claim.unclaimed(&problem.detail), None),
     };
-    // Postgres has fewer units than this order needs: refused as at the
-    // gate, without writing an order, and the gate closes behind it.
     let failpoints = Failpoints::from_header(req.header_str("x-failpoint"));
-    if let (Ok(_), Some(product_id), Ok(redis)) = (&priced, catalogue.short_of(&request), &redis) {
-        failpoints.hang_if_armed("before-close");
-        if let Some(gates) = &gates {
-            gates.close(redis, product_id);
-        }
-        return refuse_sold_out(redis, &caller, &key, &fingerprint, product_id);
-    }
-    match idempotency::claim_on(redis, &caller, PLACE_ROUTE, key, fingerprint)? {
-        Claim::Answered(response) => Ok(response),
-        Claim::Owned(owned) => {
-            let new = NewOrder {
-                user_id: caller.user_id,
-                key: owned.key.as_str(),
-                fingerprint: &owned.fingerprint,
-                request: &request,
-            };
-            let placing = Placing {
-                db: &db,
-                new: &new,
-                priced: priced.as_ref().map_err(|id| *id),
-                failpoints: &failpoints,
-                redis: owned.redis(),
-                gates: gates.as_ref(),
-            };
-            let outcome = placing.place();
-            Ok(owned.finish(outcome))
+    let placing = Placing {
+        new: NewOrder {
+            user_id: caller.user_id,
+            key: owned.key.as_str(),
+            fingerprint: &owned.fingerprint,
+            request: &request,
+        },
+        failpoints: &failpoints,
+        redis: owned.redis(),
+        gates: gates.as_ref(),
+    };
+    match placing.read_and_place(now_millis) {
+        Placed::Answer(outcome) => Ok(owned.finish(outcome)),
+        Placed::Invalid(problem) => {
+            owned.release();
+            Err(problem)
         }
     }
 }
 
-/// `409 OUT_OF_STOCK` for `product_id` with no order written, kept as the
-/// key's answer (or the key's earlier answer, if it has one).
-fn refuse_sold_out(
-    redis: &Redis,
-    caller: &Caller,
-    key: &IdempotencyKey,
-    fingerprint: &str,
-    product_id: i64,
-) -> ApiResult {
-    let refusal = business(&order::out_of_stock(product_id), Some(product_id));
-    idempotency::answer_once(redis, caller, PLACE_ROUTE, key, fingerprint, refusal)
+/// `409 OUT_OF_STOCK` for `product_id`, the answer of the sold-out gate.
+fn sold_out(product_id: i64) -> Problem {
+    business(&order::out_of_stock(product_id), Some(product_id))
+}
+
+/// What placing a claimed order came to.
+enum Placed {
+    /// The key's answer, to keep for it (see [`idempotency::Owned::finish`]).
+    Answer(ApiResult),
+    /// The request proved invalid once prices were read: answered, never kept.
+    Invalid(Problem),
 }
 
 /// One order being placed under its claimed key.
 struct Placing<'a> {
-    db: &'a Db,
-    new: &'a NewOrder<'a>,
-    priced: Result<&'a commerce::order::Priced, i64>,
+    new: NewOrder<'a>,
     failpoints: &'a Failpoints,
     /// The claim's connection (`None` when Redis was unavailable).
     redis: Option<&'a Redis>,
@@ -141,10 +126,46 @@ struct Placing<'a> {
 }
 
 impl Placing<'_> {
+    /// Read the prices and units left, then run the steps.
+    fn read_and_place(&self, now_millis: i64) -> Placed {
+        let db = match Db::connect() {
+            Ok(db) => db,
+            Err(problem) => return Placed::Answer(Err(problem)),
+        };
+        let new = &self.new;
+        let catalogue = match order_flow::catalogue(&db, new.user_id, new.key, new.request) {
+            Ok(catalogue) => catalogue,
+            Err(problem) => return Placed::Answer(Err(problem)),
+        };
+        if let (Some(redis), Some(gates)) = (self.redis, self.gates) {
+            if gates.records_unmarked() {
+                gates.mark_records_complete(redis, catalogue.newest_order_ms, now_millis);
+            }
+        }
+        let priced = match price(new.request, &catalogue.prices) {
+            Ok(priced) => Ok(priced),
+            Err(PricingError::UnknownProduct(id)) => Err(id),
+            Err(PricingError::Overflow(rejection)) => return Placed::Invalid(rejection.into()),
+        };
+        // Postgres has fewer units than this order needs: refused as at the
+        // gate, without writing an order (the claim keeps the refusal; with
+        // Redis out, the order goes on and its `FAILED` row keeps it), and
+        // the gate closes behind it.
+        if let (Ok(_), Some(product_id), Some(redis)) = (&priced, catalogue.short_of(new.request), self.redis)
+        {
+            self.failpoints.hang_if_armed("before-close");
+            if let Some(gates) = self.gates {
+                gates.close(redis, product_id);
+            }
+            return Placed::Answer(Err(sold_out(product_id)));
+        }
+        Placed::Answer(self.place(&db, priced.as_ref().map_err(|id| *id)))
+    }
+
     /// Run the steps; every outcome becomes the answer to store for this key.
-    fn place(&self) -> ApiResult {
-        let (db, new) = (self.db, self.new);
-        let order_id = match order_flow::create(db, new, self.priced)? {
+    fn place(&self, db: &Db, priced: Result<&Priced, i64>) -> ApiResult {
+        let new = &self.new;
+        let order_id = match order_flow::create(db, new, priced)? {
             Created::Pending(id) => {
                 edge::observe::set_order(id);
                 id
@@ -152,7 +173,7 @@ impl Placing<'_> {
             Created::Failed(_, rejection, product_id) => return Err(business(&rejection, Some(product_id))),
             Created::Duplicate => return answer_from_postgres(db, new),
         };
-        let priced = self.priced.expect("a pending order was priced");
+        let priced = priced.expect("a pending order was priced");
         // With webhooks on, the confirm leases the order.paid it writes for the
         // first attempt, right after the answer.
         let lease = outbox::Lease::when_on();
@@ -184,7 +205,9 @@ impl Placing<'_> {
                 );
                 Ok(created(order_id, &body))
             }
-            Err(StepError::Business(rejection, product_id)) => self.fail(order_id, &rejection, product_id),
+            Err(StepError::Business(rejection, product_id)) => {
+                self.fail(db, order_id, &rejection, product_id)
+            }
             Err(StepError::Infrastructure(problem)) => Ok(hold(db, order_id, &problem.detail)),
             Err(StepError::Superseded) => current_state(db, new.user_id, order_id),
         }
@@ -193,8 +216,8 @@ impl Placing<'_> {
     /// A business rule refused the order: undo it (`FAILED`), reopen the
     /// gates of the units it gave back, and close the gate of a product the
     /// reserve found short.
-    fn fail(&self, order_id: i64, rejection: &Rejection, product_id: Option<i64>) -> ApiResult {
-        match order_flow::undo(self.db, order_id, Undo::Fail(rejection, product_id)) {
+    fn fail(&self, db: &Db, order_id: i64, rejection: &Rejection, product_id: Option<i64>) -> ApiResult {
+        match order_flow::undo(db, order_id, Undo::Fail(rejection, product_id)) {
             Ok(Some(released)) => {
                 self.failpoints.crash_if_armed("after-undo");
                 sold_out_gate::reopen_logged(self.redis, &released);
@@ -205,8 +228,8 @@ impl Placing<'_> {
                 }
                 Err(business(rejection, product_id))
             }
-            Ok(None) => current_state(self.db, self.new.user_id, order_id),
-            Err(problem) => Ok(hold(self.db, order_id, &problem.detail)),
+            Ok(None) => current_state(db, self.new.user_id, order_id),
+            Err(problem) => Ok(hold(db, order_id, &problem.detail)),
         }
     }
 }

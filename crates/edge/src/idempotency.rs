@@ -27,7 +27,7 @@ use spin_sdk::http::Response;
 use spin_sdk::redis::RedisParameter;
 
 /// How long an in-flight claim blocks its key if its request never finishes.
-const LEASE_MILLIS: i64 = 60_000;
+pub const LEASE_MILLIS: i64 = 60_000;
 /// How long a final response is kept for replay.
 pub const RETENTION_SECONDS: i64 = 24 * 60 * 60;
 
@@ -48,16 +48,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
-";
-
-/// Keep a final answer decided without claiming the key (nothing was done:
-/// the sold-out gate's refusal), unless the key already has a record, which
-/// is returned to be answered instead.
-const ANSWER_ONCE: &str = r"
-local existing = redis.call('GET', KEYS[1])
-if existing then return existing end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return false
 ";
 
 /// Give the key back after a failure with no effect, only if the claim is ours.
@@ -111,6 +101,85 @@ pub struct Owned {
     redis: Option<(Redis, String, String)>,
 }
 
+/// A claim about to be made: the key's Redis name and its in-flight record.
+/// [`claim`] makes it with its own script; a route may make it inside a
+/// script of its own, in the same round trip as the reads it needs first
+/// (the sold-out gate does), and then hand the outcome back here.
+pub struct Pending {
+    key: IdempotencyKey,
+    fingerprint: String,
+    redis_key: String,
+    in_flight: String,
+}
+
+impl Pending {
+    /// The claim of `key` for `caller` on `route` (a stable name, e.g.
+    /// `wallet.charge`).
+    pub fn new(caller: &Caller, route: &str, key: IdempotencyKey, fingerprint: String) -> Pending {
+        Pending {
+            redis_key: redis_key(caller, route, &key),
+            in_flight: format!("v1 inflight {fingerprint} {}", crate::redis::random_token()),
+            key,
+            fingerprint,
+        }
+    }
+
+    /// The same claim with its record in the Redis Cluster slot of
+    /// `hash_tag` (e.g. `{soldout}`), so one script can touch it and that
+    /// slot's keys together.
+    pub fn in_slot_of(mut self, hash_tag: &str) -> Pending {
+        self.redis_key = format!("{hash_tag}{}", self.redis_key);
+        self
+    }
+
+    /// The name of the key's record (without the database's prefix, which
+    /// [`crate::redis::Script::run`] adds).
+    pub fn redis_key(&self) -> &str {
+        &self.redis_key
+    }
+
+    /// The record that claims the key for [`LEASE_MILLIS`].
+    pub fn in_flight(&self) -> &str {
+        &self.in_flight
+    }
+
+    /// The record that keeps `response` as the key's final answer.
+    pub fn final_record(&self, response: &Response) -> Vec<u8> {
+        record(&self.fingerprint, response)
+    }
+
+    /// What to answer when the key already had `existing` as its record.
+    pub fn answer_existing(&self, existing: &str) -> Result<Response, Problem> {
+        answer_existing(existing, &self.fingerprint)
+    }
+
+    /// The claim, made on `redis`: this request owns the key.
+    pub fn claimed(self, redis: Redis) -> Owned {
+        let Pending {
+            key,
+            fingerprint,
+            redis_key,
+            in_flight,
+        } = self;
+        Owned {
+            key,
+            fingerprint,
+            redis: Some((redis, redis_key, in_flight)),
+        }
+    }
+
+    /// Redis could not take the claim: the request goes on, relying on the
+    /// Postgres backstop.
+    pub fn unclaimed(self, cause: &str) -> Owned {
+        eprintln!("idempotency fast path unavailable, relying on the Postgres backstop: {cause}");
+        Owned {
+            key: self.key,
+            fingerprint: self.fingerprint,
+            redis: None,
+        }
+    }
+}
+
 /// Claim `key` for `caller` on `route` (a stable name, e.g. `wallet.charge`).
 pub fn claim(
     caller: &Caller,
@@ -118,27 +187,14 @@ pub fn claim(
     key: IdempotencyKey,
     fingerprint: String,
 ) -> Result<Claim, Problem> {
-    claim_on(crate::redis::connect(), caller, route, key, fingerprint)
-}
-
-/// [`claim`] on a Redis connection the request already opened (or the
-/// failure to open one).
-pub fn claim_on(
-    redis: Result<Redis, Problem>,
-    caller: &Caller,
-    route: &str,
-    key: IdempotencyKey,
-    fingerprint: String,
-) -> Result<Claim, Problem> {
-    let redis_key = redis_key(caller, route, &key);
-    let in_flight = format!("v1 inflight {fingerprint} {}", crate::redis::random_token());
-    let claimed = redis.and_then(|redis| {
+    let pending = Pending::new(caller, route, key, fingerprint);
+    let claimed = crate::redis::connect().and_then(|redis| {
         let reply = Script::new(CLAIM)
             .run(
                 &redis,
-                &[&redis_key],
+                &[pending.redis_key()],
                 &[
-                    RedisParameter::Binary(in_flight.clone().into_bytes()),
+                    RedisParameter::Binary(pending.in_flight().as_bytes().to_vec()),
                     RedisParameter::Int64(LEASE_MILLIS),
                 ],
             )
@@ -146,57 +202,9 @@ pub fn claim_on(
         Ok((redis, reply.first().and_then(text)))
     });
     match claimed {
-        Ok((redis, None)) => Ok(Claim::Owned(Owned {
-            key,
-            fingerprint,
-            redis: Some((redis, redis_key, in_flight)),
-        })),
-        Ok((_, Some(existing))) => Ok(Claim::Answered(answer_existing(&existing, &fingerprint)?)),
-        Err(problem) => {
-            eprintln!(
-                "idempotency fast path unavailable, relying on the Postgres backstop: {}",
-                problem.detail
-            );
-            Ok(Claim::Owned(Owned {
-                key,
-                fingerprint,
-                redis: None,
-            }))
-        }
-    }
-}
-
-/// Answer `refusal`, a business answer decided without claiming the key and
-/// without any effect, and keep it as the key's answer — unless the key
-/// already has one (a replay, `409 REQUEST_IN_PROGRESS` or `422`), which is
-/// answered instead. If Redis fails the refusal is answered unkept: with no
-/// effect behind it, a retry is simply decided again.
-pub fn answer_once(
-    redis: &Redis,
-    caller: &Caller,
-    route: &str,
-    key: &IdempotencyKey,
-    fingerprint: &str,
-    refusal: Problem,
-) -> Result<Response, Problem> {
-    let response = refusal.into_response();
-    let kept = Script::new(ANSWER_ONCE).run(
-        redis,
-        &[&redis_key(caller, route, key)],
-        &[
-            RedisParameter::Binary(record(fingerprint, &response)),
-            RedisParameter::Int64(RETENTION_SECONDS),
-        ],
-    );
-    match kept {
-        Ok(reply) => match reply.first().and_then(text) {
-            Some(existing) => answer_existing(&existing, fingerprint),
-            None => Ok(response),
-        },
-        Err(e) => {
-            eprintln!("could not keep a refusal for its key (a retry decides again): {e:?}");
-            Ok(response)
-        }
+        Ok((redis, None)) => Ok(Claim::Owned(pending.claimed(redis))),
+        Ok((_, Some(existing))) => Ok(Claim::Answered(pending.answer_existing(&existing)?)),
+        Err(problem) => Ok(Claim::Owned(pending.unclaimed(&problem.detail))),
     }
 }
 
@@ -283,32 +291,46 @@ impl Owned {
             Err(problem) => problem.code.status() >= 500 || problem.code == ErrorCode::RequestInProgress,
         };
         let response = outcome.unwrap_or_else(Problem::into_response);
+        if not_final {
+            self.release();
+            return response;
+        }
         let Some((redis, redis_key, in_flight)) = self.redis else {
             return response;
         };
         // A replay built from Postgres is already a final answer; storing it is harmless.
-        let result = if not_final {
-            Script::new(RELEASE).run(
-                &redis,
-                &[&redis_key],
-                &[RedisParameter::Binary(in_flight.into_bytes())],
-            )
-        } else {
-            Script::new(COMPLETE).run(
-                &redis,
-                &[&redis_key],
-                &[
-                    RedisParameter::Binary(in_flight.into_bytes()),
-                    RedisParameter::Binary(record(&self.fingerprint, &response)),
-                    RedisParameter::Int64(RETENTION_SECONDS),
-                ],
-            )
-        };
-        if let Err(e) = result {
+        let completed = Script::new(COMPLETE).run(
+            &redis,
+            &[&redis_key],
+            &[
+                RedisParameter::Binary(in_flight.into_bytes()),
+                RedisParameter::Binary(record(&self.fingerprint, &response)),
+                RedisParameter::Int64(RETENTION_SECONDS),
+            ],
+        );
+        if let Err(e) = completed {
             // The effect (if any) is durable in Postgres; a lost record only
             // means a repeat is answered from there instead.
             eprintln!("could not record the idempotent outcome: {e:?}");
         }
         response
+    }
+
+    /// Give the key back with no answer kept: nothing happened, and what was
+    /// found wrong (a request invalid once the prices were read) is, like
+    /// every validation error, not an answer to replay.
+    pub fn release(self) {
+        let Some((redis, redis_key, in_flight)) = self.redis else {
+            return;
+        };
+        let released = Script::new(RELEASE).run(
+            &redis,
+            &[&redis_key],
+            &[RedisParameter::Binary(in_flight.into_bytes())],
+        );
+        if let Err(e) = released {
+            // The claim is a lease: the key comes free when it runs out.
+            eprintln!("could not release an idempotency claim: {e:?}");
+        }
     }
 }

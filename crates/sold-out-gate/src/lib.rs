@@ -3,8 +3,8 @@
 //! refused `409 OUT_OF_STOCK` from Redis alone — no order row, no reserve
 //! attempt — until units come back.
 //!
-//! A product's gate is two keys under the `{soldout}` hash tag (so one
-//! request's gates are read in one `MGET`, on Redis Cluster too):
+//! A product's gate is two keys under the [`HASH_TAG`] (so one request's
+//! gates are read in one script, on Redis Cluster too):
 //!
 //! - `{soldout}:<product>`, present while the gate is closed, holding the
 //!   smallest quantity Postgres refused since it closed: fewer units than
@@ -13,11 +13,16 @@
 //!
 //! A refusal is an answer like any other: it is kept for the request's
 //! idempotency key — and must not be given to a key that already made an
-//! order. Redis alone can tell only while it holds the record of every key
-//! of the last 24 hours (the time keys are kept). After Redis lost data
-//! (flushed, restarted empty) it does not, until the newest order made
-//! before the loss is 24 hours old. One more key says from when Redis can
-//! answer alone: `{soldout}:records-complete-from`, a time in Unix
+//! order. So orders keep their keys' records in the gate's slot too, and one
+//! script ([`Gates::admit`]) reads the key's record and the gates, then keeps
+//! the refusal or claims the key: an order crosses Redis once before
+//! Postgres, and a refusal is one round trip.
+//!
+//! Redis alone can tell a key made no order only while it holds the record
+//! of every key of the last 24 hours (the time keys are kept). After Redis
+//! lost data (flushed, restarted empty) it does not, until the newest order
+//! made before the loss is 24 hours old. One more key says from when Redis
+//! can answer alone: `{soldout}:order-records-complete-from`, a time in Unix
 //! milliseconds, set by the first order that finds it missing from the
 //! newest order Postgres has (see [`Gates::mark_records_complete`]). Until
 //! then a closed gate sends orders on to the read Postgres does anyway —
@@ -41,13 +46,58 @@
 //!   to Postgres, which closes it again. A counter that vanished makes every
 //!   close read before the flush mismatch, so none lands.
 
+use edge::idempotency::{Pending, LEASE_MILLIS, RETENTION_SECONDS};
 use edge::redis::{text, unavailable, Redis, Script};
 use edge::Problem;
-use spin_sdk::redis::RedisParameter;
+use spin_sdk::redis::{RedisParameter, RedisResult};
+
+/// What Redis said of an order before it goes to Postgres.
+pub enum Admission {
+    /// The key already has a record (a replay, `409 REQUEST_IN_PROGRESS` or
+    /// `422`): answer from it.
+    Answered(String),
+    /// The line at this index (in the order's lines) is refused at its
+    /// closed gate; its refusal is now the key's record.
+    Refused(usize),
+    /// The key is claimed for this request; the gates as read.
+    Claimed(Gates),
+}
 
 /// How long a closed gate stays closed without being closed again: under the
 /// one second the spec allows a product with units to be refused.
 pub const CLOSED_FOR_MILLIS: i64 = 800;
+
+/// The Redis Cluster hash tag of every gate key, and of the records of the
+/// keys orders are placed with, so one script can touch them together.
+pub const HASH_TAG: &str = "{soldout}";
+
+/// Admit an order (KEYS: per line its closed key and `opened` counter, then
+/// the records-complete marker, then the idempotency key's record). A key
+/// with a record is answered from it (invariant 5), never refused or
+/// claimed again. A line whose closed gate refuses its quantity (ARGV[3 + 2i];
+/// ARGV[1] is now, in Unix ms) is refused only while Redis holds every recent
+/// key's record (else the key may have made an order Redis forgot), and its
+/// refusal (ARGV[4 + 2i]) is kept as the key's record for ARGV[4] seconds.
+/// Otherwise the key is claimed (ARGV[2] for ARGV[3] ms) and the gates come
+/// back as read, for the conditional close.
+const ADMIT: &str = r"
+local record = KEYS[#KEYS]
+local existing = redis.call('GET', record)
+if existing then return {'answered', existing} end
+local gates = redis.call('MGET', unpack(KEYS, 1, #KEYS - 1))
+local complete_from = tonumber(gates[#gates])
+if complete_from and tonumber(ARGV[1]) >= complete_from then
+  for line = 1, (#KEYS - 2) / 2 do
+    local refuses_from = tonumber(gates[2 * line - 1])
+    if refuses_from and tonumber(ARGV[3 + 2 * line]) >= refuses_from then
+      redis.call('SET', record, ARGV[4 + 2 * line], 'EX', ARGV[4])
+      return {'refused', line}
+    end
+  end
+end
+redis.call('SET', record, ARGV[2], 'PX', ARGV[3])
+return {'claimed', unpack(gates)}
+";
 
 /// Close a product's gate (KEYS[1]) for orders of ARGV[1] units or more (or
 /// keep a smaller quantity already there) for `CLOSED_FOR_MILLIS` (ARGV[2]),
@@ -72,107 +122,108 @@ return 1
 ";
 
 /// From when (Unix ms) Redis holds the idempotency record of every recent key.
-const RECORDS_COMPLETE_FROM: &str = "{soldout}:records-complete-from";
+/// (Named anew when the order records moved into the gate's slot: records
+/// kept under their old names are not there for the gate, so it starts
+/// unmarked and waits out their 24 h.)
+const RECORDS_COMPLETE_FROM: &str = "{soldout}:order-records-complete-from";
 
 fn closed_key(product_id: i64) -> String {
-    format!("{{soldout}}:{product_id}")
+    format!("{HASH_TAG}:{product_id}")
 }
 
 fn opened_key(product_id: i64) -> String {
-    format!("{{soldout}}:{product_id}:opened")
+    format!("{HASH_TAG}:{product_id}:opened")
 }
 
 /// The gates of one order's products, as read before Postgres was.
 pub struct Gates {
-    /// Per line in the order's (product id) order: product, quantity, the
-    /// smallest quantity its closed gate refuses, its `opened` counter.
+    /// Per line in the order's (product id) order: product, quantity, its
+    /// `opened` counter.
     lines: Vec<Gate>,
-    /// From when (Unix ms) Redis can answer for every recent key; `None`
-    /// when Redis lost it (or never had it).
-    records_complete_from: Option<i64>,
+    /// Whether Redis says from when it can answer for every recent key
+    /// (false when it lost that, or never had it).
+    records_marked: bool,
 }
 
 struct Gate {
     product_id: i64,
     quantity: i64,
-    refuses_from: Option<i64>,
     opened: String,
 }
 
 impl Gates {
-    /// Read the gates of `lines` (product, quantity). `None` when Redis
-    /// cannot answer: nothing is refused then, the order goes to Postgres.
-    pub fn read(redis: &Redis, lines: &[(i64, i64)]) -> Option<Gates> {
-        let keys: Vec<RedisParameter> = lines
+    /// Admit an order for `lines` (product, quantity) under `claim` at
+    /// `now_millis`: answer it from its key's record, refuse it at a closed
+    /// gate (keeping `refusals[i]`, the final record of line i's refusal, as
+    /// the key's answer), or claim the key. One round trip.
+    pub fn admit(
+        redis: &Redis,
+        lines: &[(i64, i64)],
+        now_millis: i64,
+        claim: &Pending,
+        refusals: &[Vec<u8>],
+    ) -> Result<Admission, Problem> {
+        let mut keys: Vec<String> = lines
             .iter()
             .flat_map(|(product, _)| [closed_key(*product), opened_key(*product)])
-            .chain([RECORDS_COMPLETE_FROM.to_owned()])
-            .map(|name| RedisParameter::Binary(redis.key(&name).into_bytes()))
             .collect();
-        let values = match redis.execute("MGET", &keys) {
-            Ok(values) if values.len() == keys.len() => values,
-            Ok(_) => {
-                eprintln!(
-                    "sold-out gate: MGET answered another number of values; the order goes to Postgres"
-                );
-                return None;
-            }
-            Err(e) => {
-                eprintln!("sold-out gate: not read ({e:?}); the order goes to Postgres");
-                return None;
-            }
-        };
-        let (marker, values) = values.split_last().expect("the keys are never empty");
-        let lines = lines
-            .iter()
-            .zip(values.chunks(2))
-            .map(|((product_id, quantity), pair)| Gate {
-                product_id: *product_id,
-                quantity: *quantity,
-                refuses_from: text(&pair[0]).and_then(|closed| closed.parse().ok()),
-                opened: text(&pair[1]).unwrap_or_default(),
-            })
-            .collect();
-        let records_complete_from = text(marker).and_then(|at| at.parse().ok());
-        Some(Gates {
-            lines,
-            records_complete_from,
-        })
-    }
-
-    /// The first product whose closed gate refuses the quantity ordered, if
-    /// Redis can also answer for the order's key at `now_millis` (see the
-    /// module doc); otherwise `None`, and Postgres' read decides.
-    pub fn refused(&self, now_millis: i64) -> Option<i64> {
-        if self.records_complete_from.is_none_or(|from| now_millis < from) {
-            return None;
+        keys.push(RECORDS_COMPLETE_FROM.to_owned());
+        keys.push(claim.redis_key().to_owned());
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut args = vec![
+            RedisParameter::Int64(now_millis),
+            RedisParameter::Binary(claim.in_flight().as_bytes().to_vec()),
+            RedisParameter::Int64(LEASE_MILLIS),
+            RedisParameter::Int64(RETENTION_SECONDS),
+        ];
+        for ((_, quantity), refusal) in lines.iter().zip(refusals) {
+            args.push(RedisParameter::Int64(*quantity));
+            args.push(RedisParameter::Binary(refusal.clone()));
         }
-        self.lines
-            .iter()
-            .find(|gate| gate.refuses_from.is_some_and(|from| gate.quantity >= from))
-            .map(|gate| gate.product_id)
+        let reply = Script::new(ADMIT).run(redis, &keys, &args).map_err(unavailable)?;
+        let malformed = || Problem::unavailable("redis answered the sold-out gate's script in another shape");
+        let (verdict, values) = reply.split_first().ok_or_else(malformed)?;
+        match (text(verdict).as_deref(), values) {
+            (Some("answered"), [existing]) => text(existing).map(Admission::Answered).ok_or_else(malformed),
+            (Some("refused"), [RedisResult::Int64(line)]) => usize::try_from(*line - 1)
+                .ok()
+                .filter(|line| *line < lines.len())
+                .map(Admission::Refused)
+                .ok_or_else(malformed),
+            (Some("claimed"), values) if values.len() == 2 * lines.len() + 1 => {
+                let (marker, values) = values.split_last().expect("the marker is read");
+                let lines = lines
+                    .iter()
+                    .zip(values.chunks(2))
+                    .map(|((product_id, quantity), pair)| Gate {
+                        product_id: *product_id,
+                        quantity: *quantity,
+                        opened: text(&pair[1]).unwrap_or_default(),
+                    })
+                    .collect();
+                Ok(Admission::Claimed(Gates {
+                    lines,
+                    records_marked: text(marker).is_some_and(|at| at.parse::<i64>().is_ok()),
+                }))
+            }
+            _ => Err(malformed()),
+        }
     }
 
     /// Whether Redis has lost (or never had) the time from which it holds
     /// every recent key's record: the order's Postgres read tells it again.
     pub fn records_unmarked(&self) -> bool {
-        self.records_complete_from.is_none()
+        !self.records_marked
     }
 
     /// Say from when Redis holds every recent key's record: `newest_order`
     /// (Unix ms, `None` when there is no order) is the newest order
     /// Postgres has, read after these gates were; records of orders up to
     /// it may be lost, so Redis answers alone once it is older than the
-    /// `retention_millis` keys are kept. Orders after it were claimed in
-    /// Redis, which was up. `SET NX`: the first to say it is right.
-    pub fn mark_records_complete(
-        &self,
-        redis: &Redis,
-        newest_order: Option<i64>,
-        now_millis: i64,
-        retention_millis: i64,
-    ) {
-        let from = newest_order.map_or(now_millis, |newest| newest + retention_millis);
+    /// time keys are kept. Orders after it were claimed in Redis, which was
+    /// up. `SET NX`: the first to say it is right.
+    pub fn mark_records_complete(&self, redis: &Redis, newest_order: Option<i64>, now_millis: i64) {
+        let from = newest_order.map_or(now_millis, |newest| newest + RETENTION_SECONDS * 1000);
         let marked = redis.execute(
             "SET",
             &[

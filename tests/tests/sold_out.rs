@@ -148,14 +148,11 @@ async fn a_release_whose_reopening_died_is_orderable_within_a_second() {
         product,
         Some("hang:after-reserve,crash:after-undo"),
     );
-    let paying_ended = std::sync::atomic::AtomicBool::new(false);
-    let cannot_pay = async {
-        let reply = cannot_pay.await;
-        paying_ended.store(true, std::sync::atomic::Ordering::SeqCst);
-        reply
-    };
     // Orders refused all along keep the gate closed (each one Postgres
     // refuses closes it again), so it is closed when the unit comes back.
+    // They stop half a second before the release can come (the hang is
+    // 1.5 s after the reserve): one still on its way at the release could
+    // meet the gate just expired and buy the unit, rightly.
     let closing = async {
         let db = app.pg().await.unwrap();
         while db
@@ -167,8 +164,9 @@ async fn a_release_whose_reopening_died_is_orderable_within_a_second() {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let reserved = Instant::now();
         let mut n = 0;
-        while !paying_ended.load(std::sync::atomic::Ordering::SeqCst) {
+        while reserved.elapsed() < Duration::from_millis(1_000) {
             order(&app, 1, &format!("refused-{n}"), product, None)
                 .await
                 .assert_problem(409, "OUT_OF_STOCK");
@@ -197,4 +195,91 @@ async fn a_release_whose_reopening_died_is_orderable_within_a_second() {
         "the released unit was refused for {paid_after:?}"
     );
     invariants::assert_all(&app.pg().await.unwrap()).await;
+}
+
+/// *A gate expiring under a crowd.* When a sold-out product's gate expires,
+/// the first order is sent on to look at Postgres again and the gate closes
+/// behind it for the others. Every order of a crowd arriving then is armed
+/// to trap once it has read Postgres (`crash:before-close`): exactly one
+/// gets that far, the rest are refused at the gate (were every order sent
+/// on, each would trap).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_gate_sends_one_order_to_look_again_not_the_crowd() {
+    let app = app().await;
+    let product = product(&app, 1).await;
+    fund(&app, 1, 100_000).await;
+    assert_eq!(order(&app, 1, "last-unit", product, None).await.status, 201);
+    order(&app, 2, "closes-the-gate", product, None)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+    // Past the closed gate's 800 ms: it has expired.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let crowd = futures::future::join_all((0..20).map(|i| {
+        let app = &app;
+        async move {
+            order(
+                app,
+                10 + i,
+                &format!("crowd-{i}"),
+                product,
+                Some("crash:before-close"),
+            )
+            .await
+        }
+    }))
+    .await;
+    let trapped = crowd.iter().filter(|reply| reply.status == 500).count();
+    assert_eq!(trapped, 1, "orders that read Postgres after the gate expired");
+    for reply in crowd.iter().filter(|reply| reply.status != 500) {
+        reply.assert_problem(409, "OUT_OF_STOCK");
+    }
+    invariants::assert_all(&app.pg().await.unwrap()).await;
+}
+
+/// The order sent on to look again finds the units back — their reopening
+/// was lost (here: units written straight to Postgres while Redis still
+/// remembers the product short) — and reopens the gate for everyone before
+/// it buys: while it is stopped after its reserve (`hang:after-reserve`),
+/// another buyer is sold a unit, not refused by the gate it closed behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_that_looks_again_and_finds_units_reopens_the_gate() {
+    let app = app().await;
+    let product = product(&app, 1).await;
+    for user in 1..=3 {
+        fund(&app, user, 100_000).await;
+    }
+    assert_eq!(order(&app, 1, "last-unit", product, None).await.status, 201);
+    order(&app, 2, "closes-the-gate", product, None)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+    let db = app.pg().await.unwrap();
+    db.execute(
+        "UPDATE products SET stock = stock + 5, initial_stock = initial_stock + 5 WHERE id = $1",
+        &[&product],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    let looking = order(&app, 2, "looks-again", product, Some("hang:after-reserve"));
+    let meanwhile = async {
+        while db
+            .query_one("SELECT reserved FROM products WHERE id = $1", &[&product])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        order(&app, 3, "meanwhile", product, None).await
+    };
+    let (looking, meanwhile) = tokio::join!(looking, meanwhile);
+    assert_eq!(
+        meanwhile.status, 201,
+        "refused while the units were back: {}",
+        meanwhile.text
+    );
+    assert_eq!(looking.status, 201, "{}", looking.text);
+    invariants::assert_all(&db).await;
 }

@@ -141,6 +141,14 @@ impl Placing<'_> {
             if gates.records_unmarked() {
                 gates.mark_records_complete(redis, catalogue.newest_order_ms, now_millis);
             }
+            // Sent on to look again at products last seen short, this order
+            // reopens those Postgres has the units of, for everyone.
+            let back: Vec<i64> = gates
+                .looking_again()
+                .filter(|(product_id, quantity)| catalogue.has_units(*product_id, *quantity))
+                .map(|(product_id, _)| product_id)
+                .collect();
+            sold_out_gate::reopen_logged(Some(redis), &back);
         }
         let priced = match price(new.request, &catalogue.prices) {
             Ok(priced) => Ok(priced),
@@ -154,6 +162,7 @@ impl Placing<'_> {
         if let (Ok(_), Some(product_id), Some(redis)) = (&priced, catalogue.short_of(new.request), self.redis)
         {
             self.failpoints.hang_if_armed("before-close");
+            self.failpoints.crash_if_armed("before-close");
             if let Some(gates) = self.gates {
                 gates.close(redis, product_id);
             }

@@ -8,7 +8,9 @@
 //! `PENDING` until recovery finds it), `crash:after-confirm` traps once the
 //! order is paid and before its sale is counted for popular products,
 //! `crash:after-undo` traps once a refused order gave its units back and
-//! before its products' sold-out gates reopen, `hang:<point>` stops there
+//! before its products' sold-out gates reopen, `crash:before-close` traps
+//! once an order found Postgres short and before it closes the product's
+//! sold-out gate, `hang:<point>` stops there
 //! for [`HANG`] (a request caught mid-way), and `bypass-recovery-lock` makes
 //! an admin recovery run ignore the lock. Several points are armed with
 //! commas between them.

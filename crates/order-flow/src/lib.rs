@@ -266,6 +266,13 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
+    /// Whether `product_id` has `quantity` units left (when it was read).
+    pub fn has_units(&self, product_id: i64, quantity: i64) -> bool {
+        self.available
+            .get(&product_id)
+            .is_some_and(|left| *left >= quantity)
+    }
+
     /// The first product (in the request's product-id order) with fewer
     /// units left than the request needs, if the key made no order yet: the
     /// reserve would refuse it. A key that made an order is answered with

@@ -9,7 +9,13 @@
 //! - `{soldout}:<product>`, present while the gate is closed, holding the
 //!   smallest quantity Postgres refused since it closed: fewer units than
 //!   that may still be there, so orders of fewer pass;
-//! - `{soldout}:<product>:opened`, a counter every reopening increments.
+//! - `{soldout}:<product>:opened`, a counter every reopening increments;
+//! - `{soldout}:<product>:short`, the same quantity as the closed key, kept
+//!   a minute after the gate last closed: when the closed key expires, the
+//!   first order that comes is sent on to Postgres to look again and the
+//!   gate closes behind it for the others until it has (it reopens the gate
+//!   if the units are there, or closes it again), so a crowd meeting an
+//!   expired gate sends one read to Postgres, not one per buyer.
 //!
 //! A refusal is an answer like any other: it is kept for the request's
 //! idempotency key — and must not be given to a key that already made an
@@ -40,8 +46,9 @@
 //!   read, and is dropped if a reopening happened since.
 //! - *A process dying between a release's commit and its reopening* (or
 //!   Redis failing the reopening). The closed key expires
-//!   [`CLOSED_FOR_MILLIS`] after it was last closed, so a product with units
-//!   is orderable again within a second whatever happens.
+//!   [`CLOSED_FOR_MILLIS`] after it was last closed and the next order looks
+//!   at Postgres again, so a product with units is orderable again within a
+//!   second whatever happens.
 //! - *Redis flushed or restarted mid-sale.* The gate forgets: orders go on
 //!   to Postgres, which closes it again. A counter that vanished makes every
 //!   close read before the flush mismatch, so none lands.
@@ -67,55 +74,81 @@ pub enum Admission {
 /// one second the spec allows a product with units to be refused.
 pub const CLOSED_FOR_MILLIS: i64 = 800;
 
+/// How long a product is remembered as last seen short after its gate last
+/// closed: while it is, the gate's expiry sends one order on to Postgres to
+/// look again, not every order that arrives.
+const REMEMBERED_SHORT_MILLIS: i64 = 60_000;
+
 /// The Redis Cluster hash tag of every gate key, and of the records of the
 /// keys orders are placed with, so one script can touch them together.
 pub const HASH_TAG: &str = "{soldout}";
 
-/// Admit an order (KEYS: per line its closed key and `opened` counter, then
-/// the records-complete marker, then the idempotency key's record). A key
-/// with a record is answered from it (invariant 5), never refused or
-/// claimed again. A line whose closed gate refuses its quantity (ARGV[3 + 2i];
-/// ARGV[1] is now, in Unix ms) is refused only while Redis holds every recent
-/// key's record (else the key may have made an order Redis forgot), and its
-/// refusal (ARGV[4 + 2i]) is kept as the key's record for ARGV[4] seconds.
-/// Otherwise the key is claimed (ARGV[2] for ARGV[3] ms) and the gates come
-/// back as read, for the conditional close.
+/// Admit an order (KEYS: per line its closed key, `opened` counter and
+/// last-seen-short key, then the records-complete marker, then the
+/// idempotency key's record). A key with a record is answered from it
+/// (invariant 5), never refused or claimed again. Only while Redis holds
+/// every recent key's record (ARGV[1] is now, in Unix ms; else the key may
+/// have made an order Redis forgot): a line whose closed gate refuses its
+/// quantity (ARGV[4 + 2i]) is refused, and its refusal (ARGV[5 + 2i]) kept
+/// as the key's record for ARGV[4] seconds; a line whose gate expired on a
+/// product last seen short of its quantity makes this order the one that
+/// looks at Postgres again, and the gate closes for the others meanwhile
+/// (ARGV[5] ms). Otherwise the key is claimed (ARGV[2] for ARGV[3] ms); what
+/// comes back per line is its `opened` counter (for the conditional close)
+/// and whether this order looks again, after the records-complete marker.
 const ADMIT: &str = r"
 local record = KEYS[#KEYS]
 local existing = redis.call('GET', record)
 if existing then return {'answered', existing} end
+local lines = (#KEYS - 2) / 3
 local gates = redis.call('MGET', unpack(KEYS, 1, #KEYS - 1))
 local complete_from = tonumber(gates[#gates])
+local looks_again = {}
 if complete_from and tonumber(ARGV[1]) >= complete_from then
-  for line = 1, (#KEYS - 2) / 2 do
-    local refuses_from = tonumber(gates[2 * line - 1])
-    if refuses_from and tonumber(ARGV[3 + 2 * line]) >= refuses_from then
-      redis.call('SET', record, ARGV[4 + 2 * line], 'EX', ARGV[4])
+  for line = 1, lines do
+    local refuses_from = tonumber(gates[3 * line - 2])
+    if refuses_from and tonumber(ARGV[4 + 2 * line]) >= refuses_from then
+      redis.call('SET', record, ARGV[5 + 2 * line], 'EX', ARGV[4])
       return {'refused', line}
+    end
+  end
+  for line = 1, lines do
+    local short = tonumber(gates[3 * line])
+    if not gates[3 * line - 2] and short and tonumber(ARGV[4 + 2 * line]) >= short then
+      redis.call('SET', KEYS[3 * line - 2], short, 'PX', ARGV[5])
+      looks_again[line] = 1
     end
   end
 end
 redis.call('SET', record, ARGV[2], 'PX', ARGV[3])
-return {'claimed', unpack(gates)}
+local reply = {'claimed', gates[#gates]}
+for line = 1, lines do
+  reply[2 * line + 1] = gates[3 * line - 1]
+  reply[2 * line + 2] = looks_again[line] or 0
+end
+return reply
 ";
 
 /// Close a product's gate (KEYS[1]) for orders of ARGV[1] units or more (or
 /// keep a smaller quantity already there) for `CLOSED_FOR_MILLIS` (ARGV[2]),
-/// unless it was reopened (KEYS[2] moved on from ARGV[3]) since the caller
-/// read Postgres: units came back after that read.
+/// and remember it short (KEYS[3]) for ARGV[4] ms, unless it was reopened
+/// (KEYS[2] moved on from ARGV[3]) since the caller read Postgres: units came
+/// back after that read.
 const CLOSE: &str = r"
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then return 0 end
 local refused = tonumber(ARGV[1])
-local closed = tonumber(redis.call('GET', KEYS[1]) or refused)
-redis.call('SET', KEYS[1], math.min(closed, refused), 'PX', ARGV[2])
+local closed = math.min(tonumber(redis.call('GET', KEYS[1]) or refused), refused)
+redis.call('SET', KEYS[1], closed, 'PX', ARGV[2])
+redis.call('SET', KEYS[3], closed, 'PX', ARGV[4])
 return 1
 ";
 
-/// Reopen every gate of KEYS (pairs: closed key, opened counter): units came
-/// back. Moving the counter on drops any close read from Postgres before.
+/// Reopen every gate of KEYS (triples: closed key, opened counter,
+/// last-seen-short key): units came back. Moving the counter on drops any
+/// close read from Postgres before.
 const REOPEN: &str = r"
-for i = 1, #KEYS, 2 do
-  redis.call('DEL', KEYS[i])
+for i = 1, #KEYS, 3 do
+  redis.call('DEL', KEYS[i], KEYS[i + 2])
   redis.call('INCR', KEYS[i + 1])
 end
 return 1
@@ -135,10 +168,23 @@ fn opened_key(product_id: i64) -> String {
     format!("{HASH_TAG}:{product_id}:opened")
 }
 
+fn short_key(product_id: i64) -> String {
+    format!("{HASH_TAG}:{product_id}:short")
+}
+
+/// A product's gate keys, in the order the scripts take them.
+fn gate_keys(product_id: i64) -> [String; 3] {
+    [
+        closed_key(product_id),
+        opened_key(product_id),
+        short_key(product_id),
+    ]
+}
+
 /// The gates of one order's products, as read before Postgres was.
 pub struct Gates {
     /// Per line in the order's (product id) order: product, quantity, its
-    /// `opened` counter.
+    /// `opened` counter, whether this order looks at Postgres again for it.
     lines: Vec<Gate>,
     /// Whether Redis says from when it can answer for every recent key
     /// (false when it lost that, or never had it).
@@ -149,6 +195,7 @@ struct Gate {
     product_id: i64,
     quantity: i64,
     opened: String,
+    looks_again: bool,
 }
 
 impl Gates {
@@ -165,7 +212,7 @@ impl Gates {
     ) -> Result<Admission, Problem> {
         let mut keys: Vec<String> = lines
             .iter()
-            .flat_map(|(product, _)| [closed_key(*product), opened_key(*product)])
+            .flat_map(|(product, _)| gate_keys(*product))
             .collect();
         keys.push(RECORDS_COMPLETE_FROM.to_owned());
         keys.push(claim.redis_key().to_owned());
@@ -175,6 +222,7 @@ impl Gates {
             RedisParameter::Binary(claim.in_flight().as_bytes().to_vec()),
             RedisParameter::Int64(LEASE_MILLIS),
             RedisParameter::Int64(RETENTION_SECONDS),
+            RedisParameter::Int64(CLOSED_FOR_MILLIS),
         ];
         for ((_, quantity), refusal) in lines.iter().zip(refusals) {
             args.push(RedisParameter::Int64(*quantity));
@@ -190,15 +238,15 @@ impl Gates {
                 .filter(|line| *line < lines.len())
                 .map(Admission::Refused)
                 .ok_or_else(malformed),
-            (Some("claimed"), values) if values.len() == 2 * lines.len() + 1 => {
-                let (marker, values) = values.split_last().expect("the marker is read");
+            (Some("claimed"), [marker, values @ ..]) if values.len() == 2 * lines.len() => {
                 let lines = lines
                     .iter()
                     .zip(values.chunks(2))
                     .map(|((product_id, quantity), pair)| Gate {
                         product_id: *product_id,
                         quantity: *quantity,
-                        opened: text(&pair[1]).unwrap_or_default(),
+                        opened: text(&pair[0]).unwrap_or_default(),
+                        looks_again: matches!(pair[1], RedisResult::Int64(1)),
                     })
                     .collect();
                 Ok(Admission::Claimed(Gates {
@@ -237,6 +285,16 @@ impl Gates {
         }
     }
 
+    /// The lines (product, quantity) this order was sent on to look at
+    /// Postgres again for: their gates closed again behind it, and reopen
+    /// if Postgres has the units ([`reopen`]).
+    pub fn looking_again(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.lines
+            .iter()
+            .filter(|gate| gate.looks_again)
+            .map(|gate| (gate.product_id, gate.quantity))
+    }
+
     /// Close `product_id`'s gate: Postgres, read after these gates were,
     /// has fewer units of it than this order needs. Best effort: a gate left
     /// open only sends orders on to Postgres.
@@ -244,13 +302,15 @@ impl Gates {
         let Some(gate) = self.lines.iter().find(|gate| gate.product_id == product_id) else {
             return;
         };
+        let keys = gate_keys(product_id);
         let closed = Script::new(CLOSE).run(
             redis,
-            &[&closed_key(product_id), &opened_key(product_id)],
+            &keys.each_ref().map(String::as_str),
             &[
                 RedisParameter::Int64(gate.quantity),
                 RedisParameter::Int64(CLOSED_FOR_MILLIS),
                 RedisParameter::Binary(gate.opened.clone().into_bytes()),
+                RedisParameter::Int64(REMEMBERED_SHORT_MILLIS),
             ],
         );
         if let Err(e) = closed {
@@ -265,10 +325,7 @@ pub fn reopen(redis: &Redis, products: &[i64]) -> Result<(), Problem> {
     if products.is_empty() {
         return Ok(());
     }
-    let keys: Vec<String> = products
-        .iter()
-        .flat_map(|product| [closed_key(*product), opened_key(*product)])
-        .collect();
+    let keys: Vec<String> = products.iter().flat_map(|product| gate_keys(*product)).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     Script::new(REOPEN)
         .run(redis, &keys, &[])

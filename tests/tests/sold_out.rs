@@ -79,6 +79,31 @@ async fn restock(app: &TestApp, product: i64, quantity: i64) {
     assert_eq!(reply.status, 200, "{}", reply.text);
 }
 
+/// Wait until an order holds units of `product` (its reserve committed).
+async fn until_reserved(db: &tokio_postgres::Client, product: i64) {
+    while db
+        .query_one("SELECT reserved FROM products WHERE id = $1", &[&product])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A product whose one unit user 1 bought, and whose gate the next order
+/// (user 2's) closed: sold out, the gate closed for 800 ms.
+async fn sold_out_product(app: &TestApp) -> i64 {
+    let product = product(app, 1).await;
+    fund(app, 1, 100_000).await;
+    assert_eq!(order(app, 1, "last-unit", product, None).await.status, 201);
+    order(app, 2, "closes-the-gate", product, None)
+        .await
+        .assert_problem(409, "OUT_OF_STOCK");
+    product
+}
+
 /// One order a probe every 50 ms for `how_long`, by rich users: when each
 /// was answered and whether it was paid.
 async fn probe(app: &TestApp, product: i64, first_user: i64, how_long: Duration) -> Vec<(Duration, Reply)> {
@@ -154,16 +179,7 @@ async fn a_release_whose_reopening_died_is_orderable_within_a_second() {
     // 1.5 s after the reserve): one still on its way at the release could
     // meet the gate just expired and buy the unit, rightly.
     let closing = async {
-        let db = app.pg().await.unwrap();
-        while db
-            .query_one("SELECT reserved FROM products WHERE id = $1", &[&product])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 0
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_reserved(&app.pg().await.unwrap(), product).await;
         let reserved = Instant::now();
         let mut n = 0;
         while reserved.elapsed() < Duration::from_millis(1_000) {
@@ -206,12 +222,7 @@ async fn a_release_whose_reopening_died_is_orderable_within_a_second() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_gate_sends_one_order_to_look_again_not_the_crowd() {
     let app = app().await;
-    let product = product(&app, 1).await;
-    fund(&app, 1, 100_000).await;
-    assert_eq!(order(&app, 1, "last-unit", product, None).await.status, 201);
-    order(&app, 2, "closes-the-gate", product, None)
-        .await
-        .assert_problem(409, "OUT_OF_STOCK");
+    let product = sold_out_product(&app).await;
     // Past the closed gate's 800 ms: it has expired.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let crowd = futures::future::join_all((0..20).map(|i| {
@@ -244,14 +255,10 @@ async fn an_expired_gate_sends_one_order_to_look_again_not_the_crowd() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_that_looks_again_and_finds_units_reopens_the_gate() {
     let app = app().await;
-    let product = product(&app, 1).await;
-    for user in 1..=3 {
+    let product = sold_out_product(&app).await;
+    for user in 2..=3 {
         fund(&app, user, 100_000).await;
     }
-    assert_eq!(order(&app, 1, "last-unit", product, None).await.status, 201);
-    order(&app, 2, "closes-the-gate", product, None)
-        .await
-        .assert_problem(409, "OUT_OF_STOCK");
     let db = app.pg().await.unwrap();
     db.execute(
         "UPDATE products SET stock = stock + 5, initial_stock = initial_stock + 5 WHERE id = $1",
@@ -263,15 +270,7 @@ async fn an_order_that_looks_again_and_finds_units_reopens_the_gate() {
 
     let looking = order(&app, 2, "looks-again", product, Some("hang:after-reserve"));
     let meanwhile = async {
-        while db
-            .query_one("SELECT reserved FROM products WHERE id = $1", &[&product])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 0
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_reserved(&db, product).await;
         order(&app, 3, "meanwhile", product, None).await
     };
     let (looking, meanwhile) = tokio::join!(looking, meanwhile);

@@ -3,7 +3,7 @@
 //! refused `409 OUT_OF_STOCK` from Redis alone — no order row, no reserve
 //! attempt — until units come back.
 //!
-//! A product's gate is two keys under the [`HASH_TAG`] (so one request's
+//! A product's gate is three keys under the [`HASH_TAG`] (so one request's
 //! gates are read in one script, on Redis Cluster too):
 //!
 //! - `{soldout}:<product>`, present while the gate is closed, holding the

@@ -486,12 +486,18 @@ def raw_order_chain(db, connections, seconds):
 
 # ----------------------------------------------------------------- workloads
 
+def fund(app, first_user, users):
+    """Wallets of 10,000,000 KRW for users first_user.., each with its CHARGE."""
+    app.sql(f"WITH w AS (INSERT INTO wallets (user_id, balance) SELECT g, 10000000 "
+            f"FROM generate_series({first_user}, {first_user + users - 1}) g "
+            f"RETURNING user_id, balance) INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, charge_key) "
+            f"SELECT user_id, 'CHARGE', balance, balance, 'seed' FROM w")
+
+
 def seed_orders(app, products, users, coupons, stock):
     app.sql(f"INSERT INTO products (name, price, stock, initial_stock) "
             f"SELECT 'product ' || g, 1000, {stock}, {stock} FROM generate_series(1, {products}) g")
-    app.sql(f"WITH w AS (INSERT INTO wallets (user_id, balance) SELECT g, 10000000 FROM generate_series(1, {users}) g "
-            f"RETURNING user_id, balance) INSERT INTO wallet_ledger (user_id, kind, amount, balance_after, charge_key) "
-            f"SELECT user_id, 'CHARGE', balance, balance, 'seed' FROM w")
+    fund(app, 1, users)
     if coupons:
         app.sql("INSERT INTO coupons (name, discount_type, discount_value, total_quantity, issued_count, "
                 "issue_starts_at, issue_ends_at, expires_at) VALUES ('bench', 'FIXED', 500, "
@@ -501,14 +507,46 @@ def seed_orders(app, products, users, coupons, stock):
             for line in app.sql("SELECT user_id, id FROM user_coupons").splitlines() if line}
 
 
-def workload_coupon(app, scale, quantity, connections=None):
-    admin = token(1, "admin")
+def create_coupon(app, quantity):
+    """A FIXED coupon of `quantity` units, issuable now, made through the API; its id."""
     body = json.dumps({"name": "storm", "discountType": "FIXED", "discountValue": 1000, "totalQuantity": quantity,
                        "issueStartsAt": "2020-01-01T00:00:00Z", "issueEndsAt": "2099-01-01T00:00:00Z",
                        "expiresAt": "2099-06-01T00:00:00Z"})
     created = run(["curl", "-sf", "-X", "POST", f"{app.hosts[0].url}/api/v1/admin/coupons",
-                   "-H", f"authorization: Bearer {admin}", "-H", "content-type: application/json", "-d", body])
-    coupon = json.loads(created)["id"]
+                   "-H", f"authorization: Bearer {token(1, 'admin')}", "-H", "content-type: application/json",
+                   "-d", body])
+    return json.loads(created)["id"]
+
+
+def warm_up(app, scale):
+    """A drop hits a shop that is already running: before a storm, every
+    instance serves `warm_up_requests` orders (of WARM_UP_PRODUCTS products of
+    their own) and as many coupon issues, at the storm's concurrency, so the
+    order and coupon components' Postgres pools are open and their sessions
+    have run their statements. From a cold start (`--cold`) a storm also pays
+    for opening those sessions (a backend forked, its catalog caches filled,
+    its first plans made, per connection), and the sold-out storm pays it all
+    at once: its first orders open the whole pool together."""
+    count = scale["warm_up_requests"]
+    app.sql(f"INSERT INTO products (id, name, price, stock, initial_stock) OVERRIDING SYSTEM VALUE "
+            f"SELECT g, 'warm-up ' || g, 1000, 1000000, 1000000 "
+            f"FROM generate_series({WARM_UP_FIRST_PRODUCT}, {WARM_UP_FIRST_PRODUCT + WARM_UP_PRODUCTS - 1}) g")
+    fund(app, WARM_UP_FIRST_USER, count)
+    coupon = create_coupon(app, count)
+    n = len(app.hosts)
+    tokens = [tokens_file(range(WARM_UP_FIRST_USER + i, WARM_UP_FIRST_USER + count, n)) for i in range(n)]
+    urls = [h.url for h in app.hosts]
+    per_thread = max(1, count // (2 * n))
+    for script, args in (("order.lua", [WARM_UP_PRODUCTS, WARM_UP_FIRST_PRODUCT]), ("coupon.lua", [coupon])):
+        served = wrk(urls, script, lambda i: [tokens[i], per_thread, *args], connections=scale["connections"])
+        # wrk may send a few requests past its quota: a user's second issue is a 409.
+        if not set(served["statuses"]) <= {"201", "409"} or served["errors"]:
+            raise RuntimeError(f"the warm-up's {script} failed: {served['statuses']}, {served['errors']} errors")
+    app.drain()
+
+
+def workload_coupon(app, scale, quantity, connections=None):
+    coupon = create_coupon(app, quantity)
     total = scale["coupon_requests"]
     n = len(app.hosts)
     tokens = [tokens_file(range(1000 + i, 1000 + total, n)) for i in range(n)]
@@ -594,8 +632,8 @@ def workload_sold_out(app, scale, restock=False, units=None, orders=None):
     # Let the last restock's units be bought by no one: the storm is over.
     restocked = int(app.sql("SELECT coalesce(sum(quantity), 0) FROM product_restocks"))
     sold = int(app.sql("SELECT coalesce(sum(quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id "
-                       "WHERE o.status = 'PAID'"))
-    written = int(app.sql("SELECT count(*) FROM orders"))
+                       "WHERE o.status = 'PAID' AND i.product_id = 1"))
+    written = int(app.sql(f"SELECT count(*) FROM orders WHERE user_id < {WARM_UP_FIRST_USER}"))
     stock = int(app.sql("SELECT stock FROM products WHERE id = 1"))
     result["check"] = {"units": units, "restocked": restocked,
                        "restock_failures": [s for s in restocks if s != "201"],
@@ -846,18 +884,22 @@ def main():
                                        "several separated by '|' (no raw limits; a report of its own)")
     parser.add_argument("--runtime", choices=["host", "spin"], help="run the workloads on this runtime only")
     parser.add_argument("--instances", type=int, choices=[1, 2], help="run the workloads on this many instances only")
+    parser.add_argument("--cold", action="store_true",
+                        help="start the storms compared for the sold-out gate on cold instances (no warm-up)")
     args = parser.parse_args()
     checker = os.path.join(ROOT, "target/debug/check-invariants")
     runs = 1 if args.smoke else args.runs
     scale = {"connections": 8, "coupon_requests": 400, "order_requests": 200, "charge_requests": 200,
              "refund_requests": 200,
-             "read_requests": 300, "raw_requests": 2000, "raw_seconds": 2, "noop_seconds": 2, "scale_out_connections": 32} if args.smoke else \
+             "read_requests": 300, "raw_requests": 2000, "raw_seconds": 2, "noop_seconds": 2, "scale_out_connections": 32,
+             "warm_up_requests": 16} if args.smoke else \
             {"connections": 64, "coupon_requests": 20000, "order_requests": 5000, "charge_requests": 5000,
              "refund_requests": 5000,
              "read_requests": 20000, "raw_requests": 20000, "raw_seconds": 10, "noop_seconds": 5,
-             "scale_out_connections": 256}
+             "scale_out_connections": 256, "warm_up_requests": 640}
     redis = Redis()
-    results = {"facts": facts(args.host), "smoke": args.smoke, "runs": runs, "scale": scale, "raw": {}, "workloads": {}}
+    results = {"facts": facts(args.host), "smoke": args.smoke, "runs": runs, "scale": scale, "raw": {}, "workloads": {},
+               "warmed": [] if args.cold else list(WARMED)}
     failures = []
     try:
         log("raw limits")
@@ -926,6 +968,8 @@ def main():
                         app = App(args.host, redis, 0, "w", server=private.server, spin=spin,
                                   spin_instances=instances, pool=64, webhooks=receiver)
                     try:
+                        if name in WARMED and not args.cold:
+                            warm_up(app, scale)
                         sample = workload(app)
                         app.drain()
                         ok, detail = app.check_invariants(checker)
@@ -963,7 +1007,8 @@ def main():
             results["scale_out"] = scale_out(args, scale, redis, checker, runs, failures)
         if args.only:
             results["failures"] = failures
-            write_report(results, suffix="-only-" + re.sub(r"[^a-z0-9]+", "-", args.only.lower()).strip("-"))
+            suffix = "-only-" + re.sub(r"[^a-z0-9]+", "-", args.only.lower()).strip("-") + ("-cold" if args.cold else "")
+            write_report(results, suffix=suffix)
             for key, w in results["workloads"].items():
                 log(f"{key}: CPU ms per request {w['samples'][-1].get('cpu_ms_per_request')}")
                 log(f"{key}: {w['rps']['median']:.0f} req/s, p50 {w['p50_ms']['median']:.1f} ms, "
@@ -1013,6 +1058,13 @@ RESTOCK_UNITS = 10
 RESTOCK_EVERY_S = 0.5
 # What the sold-out storm's rate is compared with: a coupon drop of the same shape.
 COUPON_STORM = "coupon storm (1,000 coupons)"
+# The storms that start on warmed instances unless --cold (see warm_up): the
+# drops compared with each other. The warm-up's products, users and orders
+# are its own (ids no workload uses; the checks leave them out).
+WARMED = (COUPON_STORM, *SOLD_OUT_SHAPES)
+WARM_UP_FIRST_PRODUCT = 1_000_000
+WARM_UP_PRODUCTS = 100
+WARM_UP_FIRST_USER = 5_000_001
 
 # The order storm again, its events delivered to a local receiver.
 WEBHOOKS_ON = "order storm (100 products), webhooks on"
@@ -1038,6 +1090,9 @@ def write_report(results, suffix=""):
         f"- {f['rustc']}; wasmtime {f['wasmtime']}; {f['postgres']}; {f['redis']}; {f['wrk']}",
         f"- host: `{f['host_binary']}`; load generator and servers share the machine's cores",
         f"- each figure is min / median / max over {results['runs']} run(s); scale: {results['scale']}",
+        "- warmed before each run (each instance first served `warm_up_requests` orders of products of their own "
+        "and as many coupon issues, at the run's concurrency): "
+        + (", ".join(results["warmed"]) if results.get("warmed") else "none (`--cold`)"),
     ]
     if raw:
         lines += [
